@@ -81,9 +81,11 @@ def fifo_pairs(group: np.ndarray, is_on: np.ndarray) -> np.ndarray:
     out = np.full(n, -1, dtype=np.int64)
     if n == 0:
         return out
-    order = np.lexsort((np.arange(n), group))
+    order = np.argsort(group, kind="stable")
     g, on = group[order], is_on[order]
-    start = np.r_[True, g[1:] != g[:-1]]
+    start = np.empty(n, dtype=bool)
+    start[0] = True
+    np.not_equal(g[1:], g[:-1], out=start[1:])
     gid = np.cumsum(start) - 1
     step = np.where(on, 1, -1)
     c = np.cumsum(step)
@@ -92,12 +94,18 @@ def fifo_pairs(group: np.ndarray, is_on: np.ndarray) -> np.ndarray:
     big = 2 * n + 2  # later groups sit lower, so a global running min stays inside each group
     run_min = np.minimum.accumulate(c - gid * big) + gid * big
     length = c - np.minimum(run_min, 0)
-    prev_length = np.where(start, 0, np.r_[0, length[:-1]])
+    prev_length = np.empty_like(length)
+    prev_length[0] = 0
+    prev_length[1:] = length[:-1]
+    prev_length[start] = 0
     effective_off = ~on & (prev_length > 0)
+
+    start_idx = np.flatnonzero(start)
 
     def rank(mask: np.ndarray) -> np.ndarray:
         r = np.cumsum(mask)
-        return r - np.r_[0, r][np.flatnonzero(start)][gid] - 1
+        before = r[start_idx] - mask[start_idx]  # count before each group's first element
+        return r - before[gid] - 1
 
     on_key = gid * (n + 1) + rank(on)
     off_idx = np.flatnonzero(effective_off)

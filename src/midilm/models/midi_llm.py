@@ -29,7 +29,9 @@ def load_text_to_midi(path: str | Path, device: str | None = None, dtype: str | 
     """Load weights (safetensors only) and tokenizer from a local directory; never touches the network."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # loading takes well under a second: a bar is noise on stderr
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")

@@ -69,6 +69,38 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
+class _SliceHead:
+    """The model split into its decoder and output layer, so a step computes only the logit rows it needs
+    (a time, duration or note block is 1-16k of the vocabulary's rows; the output layer dominates tiny
+    models' cost). Models whose logits are more than a linear map of the last hidden state use the full
+    forward pass."""
+
+    def __init__(self, model):
+        self.model = model
+        self.out = model.get_output_embeddings()
+        cfg = model.config
+        self.split = (
+            hasattr(model, "get_decoder") and self.out is not None
+            and not getattr(cfg, "final_logit_softcapping", None) and getattr(cfg, "logit_scale", None) in (None, 1.0)
+        )
+        self.vocab = int(cfg.vocab_size)
+
+    def step(self, input_ids: torch.Tensor, past):
+        if self.split:
+            res = self.model.get_decoder()(input_ids=input_ids, past_key_values=past, use_cache=True)
+            return res.last_hidden_state[:, -1, :], res.past_key_values
+        res = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+        return res.logits[:, -1, :], res.past_key_values
+
+    def logits(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        if not self.split:
+            return hidden[lo:hi].float().cpu()
+        row = self.out.weight[lo:hi] @ hidden
+        if getattr(self.out, "bias", None) is not None:
+            row = row + self.out.bias[lo:hi]
+        return row.float().cpu()
+
+
 def _draw(row: torch.Tensor, base: int, sampling: SamplingConfig, gen: torch.Generator) -> int:
     """Draw one id from a 1-D slice of logits whose first entry is id `base`."""
     filtered = filter_logits(row.unsqueeze(0), sampling.temperature, sampling.top_k, sampling.top_p)
@@ -117,11 +149,9 @@ def sample_music(
     done = [False] * n
     reasons = [""] * n
 
+    head = _SliceHead(model)
     input_ids = torch.tensor([prompt] * n, dtype=torch.long, device=device)
-    result = model(input_ids=input_ids, use_cache=True)
-    past = result.past_key_values
-    logits = result.logits[:, -1, :].float().cpu()
-    music_lo = music_offset
+    hidden, past = head.step(input_ids, None)
     note_lo, note_hi = music_offset + NOTE_OFFSET, music_offset + REST
     steps = 0
     while not all(done):
@@ -136,18 +166,20 @@ def sample_music(
                 next_ids[i] = music_offset + queue[i].pop(0)
                 continue
             if not sampling.constrained:
-                next_ids[i] = _draw(logits[i], 0, sampling, gen)
+                next_ids[i] = _draw(head.logits(hidden[i], 0, head.vocab), 0, sampling, gen)
                 continue
             if not st.can_continue():
                 done[i], reasons[i] = True, "window full"
                 continue
-            # sample inside the allowed slice only: sorting 10-16k candidates, not the whole vocabulary
+            # only the allowed block's rows of the output layer are computed and sampled from
             if st.slot == NOTE:
-                row = logits[i, note_lo:note_hi].masked_fill(~torch.from_numpy(st.allowed_notes()), float("-inf"))
+                row = head.logits(hidden[i], note_lo, note_hi)
+                row = row.masked_fill(~torch.from_numpy(st.allowed_notes()), float("-inf"))
                 next_ids[i] = _draw(row, note_lo, sampling, gen)
             else:
                 lo, hi = st.allowed_range()
-                next_ids[i] = _draw(logits[i, music_lo + lo : music_lo + hi], music_lo + lo, sampling, gen)
+                a, b = music_offset + lo, music_offset + hi
+                next_ids[i] = _draw(head.logits(hidden[i], a, b), a, sampling, gen)
         for i in range(n):
             if done[i]:
                 continue
@@ -168,9 +200,7 @@ def sample_music(
                 done[i], reasons[i] = True, "max tokens"
         if all(done):
             break
-        result = model(input_ids=next_ids.view(n, 1).to(device), past_key_values=past, use_cache=True)
-        past = result.past_key_values
-        logits = result.logits[:, -1, :].float().cpu()
+        hidden, past = head.step(next_ids.view(n, 1).to(device), past)
     for i in range(n):
         out[i] = _trim_partial(out[i])
     return SampleResult(out, steps, reasons)

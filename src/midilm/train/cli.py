@@ -1,0 +1,42 @@
+"""`midilm train ...`: the training recipes from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+
+def cmd_train_t2m(args: argparse.Namespace) -> int:
+    from midilm.train.t2m import T2MConfig, train_t2m
+
+    values = {f.name: getattr(args, f.name) for f in fields(T2MConfig) if hasattr(args, f.name)}
+    out = train_t2m(T2MConfig(**values))
+    print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    from midilm.train.t2m import T2MConfig
+
+    p = sub.add_parser("train", help="train models")
+    tsub = p.add_subparsers(dest="train_command", metavar="RECIPE", parser_class=type(p))
+    q = tsub.add_parser("t2m", help="two-stage text-to-MIDI training (MIDI-LLM)")
+    q.add_argument("--data", required=True, help="dataset folder from `midilm dataset build`")
+    q.add_argument("-o", "--output", required=True, help="model folder to write")
+    defaults = T2MConfig(data="", output="")
+    q.add_argument("--init-from", dest="init_from", default=None,
+                   help="a local HF causal LM to expand with the AMT vocabulary (default: a small Llama from scratch)")
+    q.add_argument("--init-scheme", dest="init_scheme", choices=("mean", "random", "block-mean"),
+                   default=defaults.init_scheme)
+    for name in ("text_vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "max_len", "stage1_steps",
+                 "stage2_steps", "batch_size", "grad_accum", "seed", "logging_steps", "save_steps", "max_pieces"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(defaults, name))
+    for name in ("lr", "warmup_ratio", "weight_decay", "caption_dropout", "p_transpose", "p_tempo", "p_reassign",
+                 "p_anticipate"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(defaults, name))
+    q.add_argument("--full-softmax", dest="block_loss", action="store_false",
+                   help="softmax over the whole vocabulary instead of the slot's block")
+    q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    q.set_defaults(func=cmd_train_t2m)

@@ -119,7 +119,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     covmean = covmean.real
     d = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
     return max(d, 0.0) if math.isfinite(d) else float("nan")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from midilm.codecs.amt.vocab import ATIME_OFFSET, CONTROL_OFFSET, DELTA, MAX_TIME, NOTE_OFFSET, REST
+from midilm.codecs.amt.vocab import ATIME_OFFSET, CONTROL_OFFSET, DELTA, MAX_TIME, NOTE_OFFSET, REST, SEPARATOR
 from midilm.generate.grammar import NOTE, TIME, AmtGrammar, GrammarConfig
 
 
@@ -29,7 +29,7 @@ class SamplingConfig:
     seconds: float | None = None
     n: int = 1
     seed: int | None = None
-    constrained: bool = True
+    constrained: bool = True  # False: any music id may follow any other (MIDI-LLM's own sampling)
 
     def validate(self) -> None:
         if not 0.0 < self.temperature <= 10.0:
@@ -166,7 +166,9 @@ def sample_music(
                 next_ids[i] = music_offset + queue[i].pop(0)
                 continue
             if not sampling.constrained:
-                next_ids[i] = _draw(head.logits(hidden[i], 0, head.vocab), 0, sampling, gen)
+                # MIDI-LLM's only constraint: any music id (events, controls, separator), no grammar
+                a, b = music_offset, music_offset + SEPARATOR + 1
+                next_ids[i] = _draw(head.logits(hidden[i], a, b), a, sampling, gen)
                 continue
             if not st.can_continue():
                 done[i], reasons[i] = True, "window full"
@@ -185,17 +187,11 @@ def sample_music(
                 continue
             tok = int(next_ids[i])
             amt = tok - music_offset
-            if not sampling.constrained and not 0 <= amt < CONTROL_OFFSET:
-                done[i], reasons[i] = True, "left the music vocabulary"
-                continue
-            if amt >= CONTROL_OFFSET:
-                out[i].append(amt)  # a forced control: the grammar does not see it
-            else:
-                if sampling.constrained:
-                    states[i].advance(amt)
-                else:
-                    _walk_unchecked(states[i], amt)
-                out[i].append(amt)
+            if not sampling.constrained:
+                _walk_unchecked(states[i], amt)
+            elif amt < CONTROL_OFFSET:  # forced controls are outside the grammar
+                states[i].advance(amt)
+            out[i].append(amt)
             if len(out[i]) >= sampling.max_new_tokens:
                 done[i], reasons[i] = True, "max tokens"
         if all(done):

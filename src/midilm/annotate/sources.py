@@ -1,0 +1,622 @@
+"""Where the MIDI files of the dataset builder come from: one adapter per collection.
+
+Every adapter returns a `Source`, an iterable of `SourceItem(path, source, metadata, split, license)`:
+
+- `folder(root)`: any folder of MIDI files (searched recursively).
+- `pop909(root)`: POP909 with its human labels (key segments, chords, beats) and index.csv title/artist.
+- `nottingham(root)`: the Nottingham folk tunes with index.csv (collection, tune type, title, meter, key).
+- `music21_corpus(subcorpus)`: the works of the corpus shipped with music21, converted to MIDI on demand
+  (see `ensure_midi`) into a cache directory keyed by corpus path.
+- `giantmidi(folder, composers_csv)`: GiantMIDI-Piano files named "Surname, Firstname, Title, YouTubeID.mid"
+  joined with the composer table (nationality, birth, death, and an era derived from the years).
+- `lakh_midicaps(folder, captions)`: Lakh MIDI files plus MidiCaps captions (JSON, JSONL or CSV with
+  `location` and `caption`).
+
+Held-out split (see shared/data/README.md), decided here and nowhere else:
+
+- POP909: song number % 10 == 0 is test.
+- Nottingham: 0-based data-row index in index.csv % 10 == 0 is test.
+- music21: SHA-1 of the work's corpus-relative *file* path as music21 reports it in
+  `MetadataEntry.sourcePath`, with forward slashes and no work number (e.g. "bach/bwv66.6.mxl",
+  "essenFolksong/han1.abc"), UTF-8 encoded, hex digest ending in "0" is test. All works of a multi-work
+  file (an ABC opus) therefore share one split. See `music21_split`.
+- Lakh: an MD5 file name (the Lakh naming) starting with "f" is test; a file not named by its MD5 is hashed.
+- Everything else (plain folders, GiantMIDI): SHA-1 of the file bytes ending in "0" is test.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
+
+LICENSES = {
+    "pop909": "MIT",
+    "nottingham": "GPL-3.0",
+    "music21": "BSD-3-Clause (music21 corpus)",
+    "giantmidi": "CC-BY-4.0",
+    "lakh": "CC-BY-4.0 (Lakh MIDI); captions CC-BY-SA-4.0 (MidiCaps)",
+}
+
+_TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+_LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_MD5_NAME = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One MIDI file to annotate. `path` may not exist yet for music21 works (see `ensure_midi`)."""
+
+    path: str
+    source: str
+    metadata: dict
+    split: str  # "train" | "test"
+    license: str
+
+
+@dataclass
+class Source:
+    """A named, re-iterable collection of SourceItems (the factory runs again on every iteration)."""
+
+    name: str
+    items: Callable[[], Iterator[SourceItem]] = field(repr=False)
+    license: str = ""
+    description: str = ""
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        return self.items()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def sha1_file(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def content_split(digest: str) -> str:
+    """The default split from a hex content hash: last digit '0' (1 in 16) is test."""
+    return "test" if digest[-1] == "0" else "train"
+
+
+def music21_split(corpus_path: str) -> str:
+    """Split of a music21 work from its corpus-relative file path ("bach/bwv66.6.mxl")."""
+    digest = hashlib.sha1(corpus_path.replace("\\", "/").encode("utf-8")).hexdigest()
+    return "test" if digest.endswith("0") else "train"
+
+
+def lakh_split(path: str | Path) -> str:
+    """Lakh/MidiCaps convention: the MD5 name starts with 'f'. Files not named by MD5 are hashed."""
+    stem = Path(path).stem.lower()
+    digest = stem if _MD5_NAME.fullmatch(stem) else hashlib.md5(Path(path).read_bytes()).hexdigest()
+    return "test" if digest.startswith("f") else "train"
+
+
+def normalize_key(label: str | None) -> str | None:
+    """'Gb:maj' / 'A:min' (POP909), 'G' / 'F#m' (Nottingham) -> 'F# major' / 'A minor' (project spelling)."""
+    if not label:
+        return None
+    text = label.strip()
+    m = re.fullmatch(r"([A-Ga-g])([#b]?)\s*(?::|\s)?\s*(maj|min|major|minor|m)?", text)
+    if not m:
+        return None
+    pc = (_LETTER_PC[m.group(1).upper()] + {"#": 1, "b": -1, "": 0}[m.group(2)]) % 12
+    mode = "minor" if m.group(3) in ("min", "minor", "m") else "major"
+    return f"{_TONICS[pc]} {mode}"
+
+
+def era_from_years(birth: int | None, death: int | None) -> str | None:
+    """A style period from a composer's life: the year at about 35 (mid-career) picks the period.
+
+    Bins: Medieval < 1400 <= Renaissance < 1600 <= Baroque < 1750 <= Classical < 1820 <= Romantic < 1910
+    <= 20th century < 1975 <= Contemporary. Beethoven (1770) comes out Classical, Rachmaninoff (1873)
+    Romantic, Ravel (1875) 20th century: the usual textbook calls at the boundaries are debatable anyway.
+    """
+    if birth is not None:
+        year = birth + 35 if death is None else min(birth + 35, death)
+    elif death is not None:
+        year = death - 15
+    else:
+        return None
+    for limit, name in ((1400, "Medieval"), (1600, "Renaissance"), (1750, "Baroque"), (1820, "Classical"),
+                        (1910, "Romantic"), (1975, "20th century")):
+        if year < limit:
+            return name
+    return "Contemporary"
+
+
+def _year(text: str | None) -> int | None:
+    m = re.search(r"\d{3,4}", text or "")
+    return int(m.group()) if m else None
+
+
+def _int(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _fold(name: str) -> str:
+    """Match composer names across spellings of case and Unicode composition."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+def _midi_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+
+
+def _need_dir(path: str | Path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what}: {p} is not a directory")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- folder
+
+def folder(root: str | Path, name: str | None = None, license: str = "unknown") -> Source:
+    """Any folder of MIDI files; split by SHA-1 of the bytes."""
+    root = _need_dir(root, "MIDI folder")
+    source_name = name or "folder"
+
+    def items() -> Iterator[SourceItem]:
+        for p in _midi_files(root):
+            try:
+                split = content_split(sha1_file(p))
+            except OSError as e:
+                # unreadable files still go through so that the builder logs them as errors
+                log.warning("cannot hash %s: %s", p, e)
+                split = "train"
+            yield SourceItem(str(p), source_name, {"relpath": p.relative_to(root).as_posix()}, split, license)
+
+    return Source(source_name, items, license, f"MIDI files under {root}")
+
+
+# ---------------------------------------------------------------------------------------------- POP909
+
+def _pop909_root(root: Path) -> Path:
+    return root / "POP909" if (root / "POP909").is_dir() and not (root / "index.csv").exists() else root
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()]
+
+
+def _merge_segments(segs: list[dict], label: str) -> list[dict]:
+    """Merge consecutive equal labels, as the harmony module does for its estimates."""
+    out: list[dict] = []
+    for s in segs:
+        if out and out[-1][label] == s[label] and abs(out[-1]["end"] - s["start"]) < 1e-3:
+            out[-1]["end"] = s["end"]
+        else:
+            out.append(dict(s))
+    return out
+
+
+def pop909_labels(song_dir: Path) -> dict:
+    """Human labels of one POP909 song, times in seconds of the MIDI file."""
+    keys = [{"start": float(r[0]), "end": float(r[1]), "key": normalize_key(r[2]) or r[2]}
+            for r in _read_rows(song_dir / "key_audio.txt") if len(r) >= 3]
+    chords = [{"start": float(r[0]), "end": float(r[1]), "label": r[2]}
+              for r in _read_rows(song_dir / "chord_midi.txt") if len(r) >= 3]
+    beats = [r for r in _read_rows(song_dir / "beat_midi.txt") if len(r) >= 2]
+    out: dict = {}
+    if keys:
+        keys = _merge_segments(keys, "key")
+        main = max(keys, key=lambda k: k["end"] - k["start"])
+        out["label_key"] = main["key"]
+        out["label_key_segments"] = keys
+    if chords:
+        out["label_chords"] = _merge_segments(chords, "label")
+    if beats:
+        # column 2 flags the downbeat of each bar (column 3 flags every second bar)
+        out["label_beats"] = [round(float(r[0]), 4) for r in beats]
+        out["label_downbeats"] = [round(float(r[0]), 4) for r in beats if float(r[1]) >= 0.5]
+    return out
+
+
+def pop909(root: str | Path) -> Source:
+    """POP909 (`root` is the dataset folder or its POP909/ subfolder); song number % 10 == 0 is test."""
+    base = _pop909_root(_need_dir(root, "POP909"))
+    index: dict[int, dict] = {}
+    index_csv = base / "index.csv"
+    if index_csv.exists():
+        with index_csv.open(encoding="utf-8-sig", newline="") as f:
+            for row in csv.DictReader(f):
+                if (row.get("song_id") or "").strip().isdigit():
+                    index[int(row["song_id"])] = row
+
+    def items() -> Iterator[SourceItem]:
+        for song_dir in sorted(p for p in base.iterdir() if p.is_dir() and p.name.isdigit()):
+            number = int(song_dir.name)
+            midi = song_dir / f"{song_dir.name}.mid"
+            if not midi.exists():
+                continue
+            row = index.get(number, {})
+            meta: dict = {"song_id": song_dir.name, "title": row.get("name") or None,
+                          "artist": row.get("artist") or None, "genre": "pop"}
+            beats, quavers = _int(row.get("num_beats_per_measure")), _int(row.get("num_quavers_per_beat"))
+            if beats and quavers:
+                # the index's own bar length; the files' time-signature events are unreliable (often 1/4)
+                meta["label_meter"] = f"{beats * 3}/8" if quavers == 3 else f"{beats}/4"
+            meta.update(pop909_labels(song_dir))
+            split = "test" if number % 10 == 0 else "train"
+            yield SourceItem(str(midi), "pop909", meta, split, LICENSES["pop909"])
+
+    return Source("pop909", items, LICENSES["pop909"], "POP909 pop songs (piano arrangements)")
+
+
+# ---------------------------------------------------------------------------------------------- Nottingham
+
+_TUNE_TYPES = {
+    "reels": "reel", "jigs": "jig", "hornpipes": "hornpipe", "waltzes": "waltz", "slip jigs": "slip jig",
+    "morris dance tunes": "morris dance", "playford dance tunes": "playford dance",
+    "christmas carols": "Christmas carol", "ashover collection (mixed dance tunes)": "dance tune",
+}
+
+
+def nottingham(root: str | Path) -> Source:
+    """Nottingham folk tunes from index.csv; the 0-based data row % 10 == 0 is test."""
+    base = _need_dir(root, "Nottingham")
+    index_csv = base / "index.csv"
+    if not index_csv.exists():
+        raise FileNotFoundError(f"Nottingham: {index_csv} is missing")
+
+    def items() -> Iterator[SourceItem]:
+        with index_csv.open(encoding="utf-8-sig", newline="") as f:
+            for i, row in enumerate(csv.DictReader(f)):
+                rel = row.get("midi_full") or f"MIDI/{row['collection']}{row['X']}.mid"
+                tune_type = (row.get("tune_type") or "").strip()
+                meta = {
+                    "title": row.get("title") or None,
+                    "collection": row.get("collection") or None,
+                    "tune_type": _TUNE_TYPES.get(tune_type, tune_type or None),
+                    "tune_number": _int(row.get("X")),
+                    "alt_titles": row.get("alt_titles") or None,
+                    # upstream "source" is the tune's transcriber/origin, renamed to not clash with ours
+                    "tune_source": row.get("source") or None,
+                    "label_meter": row.get("meter") or None,
+                    "label_key": normalize_key(row.get("key")),
+                    "label_chord_symbols": (row.get("distinct_chords") or "").split(),
+                    "genre": "folk",
+                    "index_row": i,
+                }
+                split = "test" if i % 10 == 0 else "train"
+                yield SourceItem(str(base / rel), "nottingham", meta, split, LICENSES["nottingham"])
+
+    return Source("nottingham", items, LICENSES["nottingham"], "Nottingham Music Database folk tunes")
+
+
+# ---------------------------------------------------------------------------------------------- music21
+
+# style periods of the composer collections of the corpus; folk collections get none
+_MUSIC21_ERAS = {
+    "trecento": "Medieval", "ciconia": "Medieval", "luca": "Medieval", "josquin": "Renaissance",
+    "palestrina": "Renaissance", "lusitano": "Renaissance", "monteverdi": "Renaissance",
+    "bach": "Baroque", "handel": "Baroque", "corelli": "Baroque", "cpebach": "Classical",
+    "haydn": "Classical", "mozart": "Classical", "beethoven": "Classical", "weber": "Romantic",
+    "schubert": "Romantic", "schumann_robert": "Romantic", "schumann_clara": "Romantic", "chopin": "Romantic",
+    "verdi": "Romantic", "beach": "Romantic", "johnson_j_r": "20th century", "joplin": "20th century",
+    "schoenberg": "20th century", "webern": "20th century", "liliuokalani": "Romantic",
+}
+_MUSIC21_FOLK = {"essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk", "nottingham-dataset"}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "midilm" / "music21-midi"
+
+
+def music21_cache_path(cache_dir: str | Path, corpus_path: str, number: str | None) -> Path:
+    """The cached MIDI of one work: <cache>/<corpus path>[__<number>].mid."""
+    suffix = f"__{number}" if number not in (None, "") else ""
+    return Path(cache_dir) / f"{corpus_path}{suffix}.mid"
+
+
+def music21_corpus(subcorpus: str | None = None, cache_dir: str | Path | None = None) -> Source:
+    """Works of music21's core corpus. `subcorpus` keeps corpus paths whose top folder starts with one of
+    its comma-separated names, case-insensitively ("essen" -> essenFolksong/, "bach,palestrina")."""
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    wanted = [s.strip().lower() for s in (subcorpus or "").split(",") if s.strip()]
+
+    def items() -> Iterator[SourceItem]:
+        from music21 import corpus  # slow import (~1 s); only when the corpus is used
+
+        bundle = corpus.corpora.CoreCorpus().metadataBundle
+        # iterating the bundle goes through __getitem__, which rebuilds a list per entry (O(n^2): 30 s for
+        # the core corpus); its entry dict gives the same entries in the same order at once
+        entries_dict = getattr(bundle, "_metadataEntries", None)
+        entries = []
+        for entry in (entries_dict.values() if isinstance(entries_dict, dict) else bundle):
+            corpus_path = Path(entry.sourcePath).as_posix()
+            top = corpus_path.split("/")[0]
+            if not wanted or any(top.lower().startswith(w) for w in wanted):
+                entries.append((corpus_path, top, None if entry.number is None else str(entry.number), entry))
+        # a multi-work file also has an entry for the whole file (an Opus), which is no single work
+        numbered = {cp for cp, _, number, _ in entries if number is not None}
+        for corpus_path, top, number, entry in entries:
+            if number is None and corpus_path in numbered:
+                continue
+            md = entry.metadata  # None for a few entries of the bundle
+            locale = getattr(md, "localeOfComposition", None)
+            composer = getattr(md, "composer", None)
+            meta = {
+                "title": _music21_title(md) if md is not None else None,
+                "composer": (str(composer).strip() or None) if composer else None,
+                "region": str(locale) if locale else None,
+                "era": _MUSIC21_ERAS.get(top),
+                "genre": "folk" if top in _MUSIC21_FOLK else None,
+                "collection": top,
+                "corpus_path": corpus_path,
+                "music21_number": number,
+            }
+            yield SourceItem(str(music21_cache_path(cache, corpus_path, number)), "music21", meta,
+                             music21_split(corpus_path), LICENSES["music21"])
+
+    label = f"music21 corpus ({subcorpus})" if wanted else "music21 corpus"
+    return Source("music21", items, LICENSES["music21"], label)
+
+
+def _music21_title(md) -> str | None:
+    title = md.title or md.movementName
+    # music21 falls back to the file name ("bwv101.7.mxl"), which is no title
+    if not title or re.search(r"\.(mxl|xml|musicxml|krn|abc|rntxt|mid)$", str(title)):
+        return None
+    return str(title).strip() or None
+
+
+class TimeLimitExceeded(TimeoutError):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float | None, what: str = "work") -> Iterator[None]:
+    """Raise TimeLimitExceeded in the block after `seconds` (SIGALRM). Pool and Ray workers run tasks in
+    their main thread, where this works; elsewhere (other threads, no SIGALRM) the block runs unbounded."""
+    if (not seconds or seconds <= 0 or not hasattr(signal, "SIGALRM")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeLimitExceeded(f"{what} exceeded {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def convert_music21(corpus_path: str, number: str | None, dest: str | Path, timeout: float | None = 120.0) -> Path:
+    """Parse one corpus work with music21 and write it as MIDI to `dest` (atomically), within `timeout`."""
+    from music21 import corpus
+
+    dest = Path(dest)
+    with time_limit(timeout, "music21 conversion"):
+        kwargs = {"number": int(number) if number.isdigit() else number} if number else {}
+        score = corpus.parse(corpus_path, **kwargs)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".mid", dir=dest.parent)
+        os.close(fd)
+        try:
+            try:
+                score.write("midi", fp=tmp)
+            except Exception:
+                # music21's ABC reader shares one TimeSignature object between measures (meter changes in
+                # Essen tunes), which its MIDI writer then refuses to insert twice; copies fix that
+                _unshare_time_signatures(score)
+                score.write("midi", fp=tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any other
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def _unshare_time_signatures(score) -> None:
+    from music21 import meter
+
+    seen: set[int] = set()
+    for container in score.recurse(streamsOnly=True, includeSelf=True):
+        for ts in list(container.getElementsByClass(meter.TimeSignature)):
+            if id(ts) in seen:
+                container.replace(ts, copy.deepcopy(ts))
+            seen.add(id(ts))
+
+
+def ensure_midi(item: SourceItem, timeout: float | None = 120.0) -> Path:
+    """The item's MIDI file, converting a music21 work into the cache first when it is not there yet
+    (`timeout`: seconds for the conversion, None for no limit)."""
+    path = Path(item.path)
+    if item.source == "music21" and not path.exists() and item.metadata.get("corpus_path"):
+        convert_music21(item.metadata["corpus_path"], item.metadata.get("music21_number"), path, timeout)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- GiantMIDI
+
+def read_composers(csv_path: str | Path) -> dict[str, dict]:
+    """GiantMIDI's composers_manually_checked.csv (tab-separated: composer_name, nationality, birth,
+    death) keyed by folded "Firstname Surname"."""
+    out: dict[str, dict] = {}
+    with open(csv_path, encoding="utf-8-sig", newline="") as f:
+        sample = f.read(4096)
+        f.seek(0)
+        delim = "\t" if "\t" in sample else ","
+        for row in csv.DictReader(f, delimiter=delim):
+            name = (row.get("composer_name") or "").strip()
+            if name:
+                out.setdefault(_fold(name), row)
+    return out
+
+
+def parse_giantmidi_name(path: str | Path) -> dict | None:
+    """'Chopin, Frédéric, Nocturne in E-flat, Op.9, ABCdef12345.mid' -> surname, firstname, title,
+    youtube_id (the title may itself contain commas; the YouTube id is the last field)."""
+    parts = [p.strip() for p in Path(path).stem.split(", ")]
+    if len(parts) < 4:
+        return None
+    return {"surname": parts[0], "firstname": parts[1], "title": ", ".join(parts[2:-1]),
+            "youtube_id": parts[-1]}
+
+
+def giantmidi(folder_path: str | Path, composers_csv: str | Path | None = None) -> Source:
+    """GiantMIDI-Piano files with composer metadata; split by SHA-1 of the bytes."""
+    root = _need_dir(folder_path, "GiantMIDI folder")
+    if composers_csv is None and (root / "composers_manually_checked.csv").exists():
+        composers_csv = root / "composers_manually_checked.csv"
+    composers = read_composers(composers_csv) if composers_csv else {}
+
+    def items() -> Iterator[SourceItem]:
+        for p in _midi_files(root):
+            meta: dict = {"instrument_hint": "piano"}
+            parsed = parse_giantmidi_name(p)
+            if parsed:
+                name = " ".join(x for x in (parsed["firstname"], parsed["surname"]) if x)
+                row = composers.get(_fold(name), {})
+                nationality = (row.get("nationality") or "").strip()
+                birth, death = _year(row.get("birth")), _year(row.get("death"))
+                meta.update(title=parsed["title"] or None, composer=name or None,
+                            nationality=None if nationality in ("", "unknown") else nationality,
+                            birth=birth, death=death, era=era_from_years(birth, death),
+                            youtube_id=parsed["youtube_id"])
+            try:
+                split = content_split(sha1_file(p))
+            except OSError:
+                split = "train"
+            yield SourceItem(str(p), "giantmidi", meta, split, LICENSES["giantmidi"])
+
+    return Source("giantmidi", items, LICENSES["giantmidi"], "GiantMIDI-Piano transcribed piano recordings")
+
+
+# ---------------------------------------------------------------------------------------------- Lakh + MidiCaps
+
+def read_midicaps(path: str | Path) -> dict[str, dict]:
+    """MidiCaps records keyed by the file stem (the Lakh MD5) of their `location`.
+
+    Accepts a JSON list, a single JSON object, a dict keyed by location, JSON Lines (MidiCaps' own
+    train.json is JSON Lines despite its name) or CSV.
+    """
+    path = Path(path)
+    records: list[dict] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            records = list(csv.DictReader(f))
+    else:
+        text = path.read_text(encoding="utf-8-sig")
+        try:
+            data = json.loads(text)
+            if isinstance(data, list):
+                records = data
+            elif isinstance(data, dict) and "location" in data:
+                records = [data]
+            elif isinstance(data, dict):
+                records = [{"location": k, **(v if isinstance(v, dict) else {"caption": v})}
+                           for k, v in data.items()]
+        except json.JSONDecodeError:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    out: dict[str, dict] = {}
+    for r in records:
+        if isinstance(r, dict) and r.get("location"):
+            out.setdefault(Path(str(r["location"]).replace("\\", "/")).stem.lower(), r)
+    return out
+
+
+def _first_tag(value) -> str | None:
+    """MidiCaps genre/mood fields: a list, or [[names], [probabilities]], or their Python repr."""
+    if isinstance(value, str):
+        names = re.findall(r"'([^']+)'", value)
+        return names[0] if names else (value.strip() or None)
+    if isinstance(value, list) and value:
+        first = value[0]
+        return _first_tag(first) if isinstance(first, list) else str(first)
+    return None
+
+
+def _tag_list(value) -> list[str]:
+    if isinstance(value, str):
+        return re.findall(r"'([^']+)'", value)
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return [str(v) for v in value[0]]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def lakh_midicaps(folder_path: str | Path, captions: str | Path | None = None) -> Source:
+    """Lakh MIDI files (MD5 names) with their MidiCaps captions; MD5 starting with 'f' is test."""
+    root = _need_dir(folder_path, "Lakh folder")
+    records = read_midicaps(captions) if captions else {}
+
+    def items() -> Iterator[SourceItem]:
+        for p in _midi_files(root):
+            rec = records.get(p.stem.lower(), {})
+            meta: dict = {"lakh_md5": p.stem.lower() if _MD5_NAME.fullmatch(p.stem.lower()) else None}
+            if rec:
+                meta.update(midicaps_caption=str(rec.get("caption") or "").strip() or None,
+                            location=rec.get("location"), genre=_first_tag(rec.get("genre")),
+                            mood=_tag_list(rec.get("mood")))
+            try:
+                split = lakh_split(p)
+            except OSError:
+                split = "train"
+            yield SourceItem(str(p), "lakh", meta, split, LICENSES["lakh"])
+
+    return Source("lakh", items, LICENSES["lakh"], "Lakh MIDI with MidiCaps captions")
+
+
+# ---------------------------------------------------------------------------------------------- CLI specs
+
+_KINDS = ("pop909", "nottingham", "music21", "giantmidi", "lakh", "folder")
+
+
+def sources_from_args(specs: Iterable[str], cache_dir: str | Path | None = None) -> list[Source]:
+    """Turn CLI specs into adapters.
+
+    `pop909:PATH`, `nottingham:PATH`, `music21` or `music21:SUB[,SUB...]`, `giantmidi:FOLDER[,COMPOSERS.csv]`,
+    `lakh:FOLDER[,CAPTIONS.json|.jsonl|.csv]`, `folder:PATH` or a plain PATH. `cache_dir` is where
+    music21 conversions go (default ~/.cache/midilm/music21-midi).
+    """
+    out: list[Source] = []
+    for spec in specs:
+        kind, _, arg = spec.partition(":")
+        if kind not in _KINDS:  # a plain path (which may itself hold a colon)
+            kind, arg = "folder", spec
+        arg = arg.strip()
+        if kind == "music21":
+            out.append(music21_corpus(arg or None, cache_dir))
+            continue
+        if not arg:
+            raise ValueError(f"source spec {spec!r} needs a path")
+        if kind == "pop909":
+            out.append(pop909(arg))
+        elif kind == "nottingham":
+            out.append(nottingham(arg))
+        elif kind in ("giantmidi", "lakh"):
+            # the companion file is after the last comma, so folder names may hold commas
+            path, sep, extra = arg.rpartition(",")
+            if not sep or Path(arg).is_dir():
+                path, extra = arg, ""
+            maker = giantmidi if kind == "giantmidi" else lakh_midicaps
+            out.append(maker(path, extra or None))
+        else:
+            out.append(folder(arg, name=Path(arg).name or "folder"))
+    return out

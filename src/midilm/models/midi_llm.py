@@ -37,8 +37,12 @@ def load_text_to_midi(path: str | Path, device: str | None = None, dtype: str | 
         raise FileNotFoundError(f"model directory not found: {path}")
     if not any(path.glob("*.safetensors")):
         raise ValueError(f"{path} has no .safetensors weights (other formats are refused: they can run code)")
+    if dtype not in (None, "bf16", "bfloat16", "fp16", "fp32"):
+        raise ValueError(f"dtype must be bf16, fp16 or fp32, got {dtype!r}")
     torch_dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                   "fp32": torch.float32, None: None}[dtype]
+                   "fp32": torch.float32}.get(dtype)
+    if torch_dtype is None and (device is None or str(device) == "cpu"):
+        torch_dtype = torch.float32  # weights ship in bf16 to stay small; tiny matmuls run faster in fp32 on CPUs
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
                                                  dtype=torch_dtype or "auto")
     model.eval()

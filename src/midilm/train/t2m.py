@@ -288,7 +288,7 @@ def run_stage(model, stream: PackedStream, cfg: T2MConfig, layout: MusicLayout, 
         output_dir=str(out_dir / f"checkpoints-{name}"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_steps=int(cfg.warmup_ratio * steps),
         lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps, save_total_limit=2, save_safetensors=True, bf16=cfg.bf16, report_to=[],
+        save_steps=cfg.save_steps, save_total_limit=2, bf16=cfg.bf16, report_to=[],
         seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
     )
     trainer = _trainer_class(layout, cfg.block_loss)(model=model, args=args, train_dataset=_iterable(stream),

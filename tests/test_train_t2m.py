@@ -57,7 +57,6 @@ def test_augmentations_keep_caption_facts_true():
 def test_two_stage_training_gives_a_model_that_generates(tmp_path):
     from midilm.annotate.dataset import build_dataset
     from midilm.annotate.sources import folder
-    from midilm.codecs.amt.decode import decode_tokens
     from midilm.generate.pipeline import GenerateOptions, generate
     from midilm.models.midi_llm import load_text_to_midi
 

@@ -118,7 +118,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 
     sources = sources_from_args(args.sources)
     summary = build_dataset(sources, args.output, workers=args.workers, ray=args.ray, resume=not args.no_resume,
-                            limit=args.limit)
+                            limit=args.limit, timeout=args.timeout, retry_failed=args.retry_failed)
     print(json.dumps(summary, indent=2, default=_json_default))
     return 0
 
@@ -151,4 +151,7 @@ def register(sub) -> None:
     q.add_argument("--ray", action="store_true", help="run the per-file work on Ray")
     q.add_argument("--no-resume", action="store_true", help="start again instead of skipping finished files")
     q.add_argument("--limit", type=int, default=None, help="at most N files per source (for trials)")
+    q.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds per file, conversion included (default 120); slower files are logged and skipped")
+    q.add_argument("--retry-failed", action="store_true", help="on resume, try files that failed before again")
     q.set_defaults(func=cmd_dataset_build)

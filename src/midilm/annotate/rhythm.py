@@ -165,6 +165,12 @@ def _estimated_bpm(times: np.ndarray, velocity: np.ndarray) -> float:
     return 60.0 * _FRAME_RATE / _period_from_envelope(_onset_envelope(times, velocity))
 
 
+def estimate_tempo_from_notes(piece: Piece) -> float:
+    """Tempo estimated from the onsets alone, whatever the file's tempo map says (for judging generated
+    music, whose tempo event is the generator's choice, not evidence)."""
+    return round(_estimated_bpm(piece.start, piece.velocity), 2) if len(piece) else 120.0
+
+
 def estimate_tempo(piece: Piece) -> tuple[float, str]:
     """Tempo in quarter-note bpm and its source: "tempo map" or "estimated" (from onsets)."""
     if not len(piece):

@@ -94,18 +94,13 @@ def resolve_settings(prompt: str, options: GenerateOptions) -> tuple[list[int] |
 
 
 def estimate_bpm(piece) -> float | None:
-    """Tempo of generated notes (written at 120 bpm), via the annotation pipeline's estimator."""
+    """Tempo of generated notes (written at 120 bpm), estimated from the onsets."""
     try:
-        from midilm.annotate.rhythm import estimate_tempo
+        from midilm.annotate.rhythm import estimate_tempo_from_notes
     except ImportError:
         return None
-    try:
-        bpm, _ = estimate_tempo(piece, trust_tempo_map=False)
-    except TypeError:
-        bpm, _ = estimate_tempo(piece)
-    except Exception:
-        return None
-    return float(bpm) if bpm and 30 <= bpm <= 300 else None
+    bpm = estimate_tempo_from_notes(piece)
+    return float(bpm) if 30 <= bpm <= 300 else None
 
 
 def generate(model, prompt: str, options: GenerateOptions | None = None, context: list[int] = (),

@@ -1,0 +1,67 @@
+"""`midilm eval generate`: report format, targets from the prompt, metrics measured from the notes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from midilm.evaluate.generation import read_prompts, targets_of  # noqa: E402
+from midilm.models.tokenizer import train_text_tokenizer  # noqa: E402
+from midilm.models.vocab import MIDI_LLM_PROMPT, MusicLayout  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny-t2m")
+    tok = train_text_tokenizer([MIDI_LLM_PROMPT + "a piano piece in D major at 90 bpm"] * 4, 300, out)
+    layout = MusicLayout(len(tok))
+    cfg = transformers.LlamaConfig(vocab_size=layout.vocab_size, hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(out)
+    layout.save(out)
+    return out
+
+
+def test_targets_come_from_the_prompt_when_missing():
+    t = targets_of({"id": "a", "prompt": "A slow waltz in E-flat major at 72 bpm for violin and piano."})
+    assert t["key"] == "E-flat major" and t["bpm"] == 72.0 and t["meter"] == "3/4"
+    assert t["instruments"] == ["piano", "violin"]
+    t = targets_of({"id": "b", "prompt": "whatever", "key": "D minor", "bpm": 140, "instruments": ["drums"]})
+    assert t["key"] == "D minor" and t["bpm"] == 140 and t["instruments"] == ["drums"]
+
+
+def test_bad_prompt_files_are_refused(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": "../x", "prompt": "y"}\n')
+    with pytest.raises(ValueError, match="not a file name"):
+        read_prompts(p)
+
+
+def test_eval_generate_writes_midi_and_report(tiny_model_dir, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "one", "prompt": "A piano piece in D major at 90 bpm."}) + "\n"
+                       + json.dumps({"id": "two", "prompt": "Drums and bass.", "key": "A minor"}) + "\n")
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "eval", "generate", "--prompts", str(prompts),
+                        "--out", str(out), "--model", str(tiny_model_dir), "--max-tokens", "90"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "one.mid").exists() and (out / "two.mid").exists()
+    assert set(report) >= {"summary", "items"}
+    for item in report["items"]:
+        assert set(item) >= {"id", "ck", "ckd", "tb", "tbt", "key", "bpm", "instrument_recall", "valid"}
+        assert item["valid"] is True
+    one = report["items"][0]
+    assert one["target_bpm"] == 90.0 and one["target_key"] == "D major"
+    assert one["instruments"] == ["piano"]  # the prompt's instrument is the allow-list
+    sidecar = json.loads((out / "one.json").read_text())
+    assert sidecar["bpm"] == 90.0  # the grid follows the prompt ...
+    assert one["bpm"] != 90.0 or one["tb"] is True  # ... but the judged tempo is measured from the notes

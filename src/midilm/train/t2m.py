@@ -291,7 +291,7 @@ def run_stage(model, stream: PackedStream, cfg: T2MConfig, layout: MusicLayout, 
         lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps, save_total_limit=2, bf16=cfg.bf16, report_to=[],
         seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
     )
     trainer = _trainer_class(layout, cfg.block_loss)(model=model, args=args, train_dataset=_iterable(stream),
                                                       data_collator=_collate)

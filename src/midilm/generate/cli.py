@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -63,22 +62,9 @@ def _given_parts(args) -> tuple[list[int], list[int]]:
 
 def _prompts(args) -> list[tuple[str, str]]:
     if args.prompts:
-        rows = []
-        text = Path(args.prompts).read_text(encoding="utf-8")
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{args.prompts}:{n}: not valid JSON") from None
-            if not isinstance(obj, dict) or "prompt" not in obj or "id" not in obj:
-                raise ValueError(f"{args.prompts}:{n}: each line needs \"id\" and \"prompt\"")
-            pid = str(obj["id"])
-            if not pid or "/" in pid or "\\" in pid or pid.startswith("."):
-                raise ValueError(f"{args.prompts}:{n}: id {pid!r} cannot be a file name")
-            rows.append((pid, str(obj["prompt"])))
-        return rows
+        from midilm.evaluate.generation import read_prompts
+
+        return [(str(item["id"]), str(item["prompt"])) for item in read_prompts(args.prompts)]
     if args.prompt is None:
         raise ValueError("give a PROMPT or --prompts PROMPTS.jsonl")
     return [("", args.prompt)]

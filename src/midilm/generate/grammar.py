@@ -28,6 +28,7 @@ class GrammarConfig:
     max_notes_per_onset: int = 16
     min_duration: int = 1  # in 10 ms ticks: zero-length notes vanish in most DAWs
     max_time: int = MAX_TIME - 1  # last onset tick of the window
+    max_gap: int | None = 400  # longest silence between onsets, in 10 ms ticks (None: no limit)
     pitch_range: tuple[int, int] = (0, 127)
 
     @classmethod
@@ -68,7 +69,10 @@ class AmtGrammar:
         """[lo, hi) of AMT ids allowed in this slot (for the note slot, see `allowed_notes`)."""
         if self.slot == TIME:
             lo = self.time + (1 if len(self.onset_notes) >= self.config.max_notes_per_onset else 0)
-            return lo, max(lo, self.config.max_time + 1)
+            hi = self.config.max_time + 1
+            if self.config.max_gap is not None:
+                hi = min(hi, self.time + self.config.max_gap + 1)
+            return lo, max(lo, hi)
         if self.slot == DURATION:
             return DUR_OFFSET + self.config.min_duration, DUR_OFFSET + MAX_DUR
         return NOTE_OFFSET, REST

@@ -120,8 +120,12 @@ def generate(model, prompt: str, options: GenerateOptions | None = None, context
 
         prompt_ids = prompt_ids[:-1] + [model.layout.music_id(ANTICIPATE)]
     t0 = time.perf_counter()
-    if options.seconds and options.seconds > WINDOW_SECONDS:
-        result = sample_long(model, prompt_ids, sampling, grammar, list(context), list(controls))
+    if not options.seconds or options.seconds > WINDOW_SECONDS:
+        # without a length in seconds, windows follow one another until the token budget is spent
+        from dataclasses import replace as _replace
+
+        long_sampling = _replace(sampling, seconds=options.seconds or MAX_SECONDS)
+        result = sample_long(model, prompt_ids, long_sampling, grammar, list(context), list(controls))
     else:
         result = sample_music(model.model, prompt_ids, model.layout.music_offset, sampling, grammar, context, controls)
     elapsed = time.perf_counter() - t0
@@ -149,6 +153,7 @@ def generate(model, prompt: str, options: GenerateOptions | None = None, context
 
 
 WINDOW_SECONDS = 95.0  # one AMT sequence spans 100 s
+MAX_SECONDS = 1800.0  # a piece without a requested length stops at its token budget or here
 KEEP_SECONDS = 45.0  # context carried into the next window
 
 
@@ -165,7 +170,7 @@ def sample_long(model, prompt_ids, sampling: SamplingConfig, grammar: GrammarCon
     KEEP_SECONDS of music re-zeroed as context, and its new events are shifted back into place."""
     from dataclasses import replace
 
-    from midilm.codecs.amt.vocab import ATIME_OFFSET, CONTROL_OFFSET, MAX_TIME
+    from midilm.codecs.amt.vocab import ATIME_OFFSET, CONTROL_OFFSET, DRUMS, MAX_TIME, NOTE_OFFSET
     from midilm.generate.sampler import SampleResult
 
     total = int(sampling.seconds * 100)
@@ -174,6 +179,7 @@ def sample_long(model, prompt_ids, sampling: SamplingConfig, grammar: GrammarCon
         produced: list[int] = list(context)  # absolute times
         new_count, offset, reason = 0, 0, ""
         seed = None if sampling.seed is None else sampling.seed + k
+        window_grammar = grammar
         while True:
             # events only: controls are re-interleaved for each window from `controls`
             trip = [produced[i : i + 3] for i in range(0, len(produced), 3) if produced[i + 2] < CONTROL_OFFSET]
@@ -184,7 +190,8 @@ def sample_long(model, prompt_ids, sampling: SamplingConfig, grammar: GrammarCon
             left = total - offset
             cfg = replace(sampling, n=1, seed=seed, seconds=min(left, MAX_TIME - 1) / 100.0,
                           max_new_tokens=max(sampling.max_new_tokens - new_count, 3))
-            r = sample_music(model.model, prompt_ids, model.layout.music_offset, cfg, grammar, window, win_controls)
+            r = sample_music(model.model, prompt_ids, model.layout.music_offset, cfg, window_grammar, window,
+                             win_controls)
             steps += r.steps
             new = r.tokens[0]
             produced += _shift(new, offset)
@@ -195,6 +202,12 @@ def sample_long(model, prompt_ids, sampling: SamplingConfig, grammar: GrammarCon
             if not new or reason == "max tokens" or left < MAX_TIME or last + 100 >= total:
                 break
             offset = max(last - int(KEEP_SECONDS * 100), offset + 100)
+            # the next window sees only recent music: keep it to the instruments already used once full
+            used = {(t[2] - NOTE_OFFSET) // 128 for t in trip}
+            used |= {(n - NOTE_OFFSET) // 128 for n in new[2::3] if n < CONTROL_OFFSET}
+            if len(used - {DRUMS}) >= grammar.max_melodic:
+                allowed = used | {DRUMS} if grammar.instruments is None else used | (grammar.instruments & {DRUMS})
+                window_grammar = replace(grammar, instruments=frozenset(allowed))
             seed = None if seed is None else seed + 1000
         results.append(produced[len(context):])
         reasons.append(reason)

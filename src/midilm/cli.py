@@ -44,6 +44,13 @@ def _meter(text: str) -> tuple[int, int]:
     return num, den
 
 
+def report_file_error(path: str, error: Exception, as_json: bool) -> None:
+    """A file a batch command could not handle: a JSON line on stdout (with --json) and one line on stderr."""
+    if as_json:
+        print(json.dumps({"path": path, "error": str(error)}), flush=True)
+    print(f"midilm: error: {error}", file=sys.stderr)
+
+
 # --- tokenize / detokenize -------------------------------------------------------------------------
 
 
@@ -58,9 +65,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
             tokens = encode_midi(path)
         except MidilmError as e:
             failed += 1
-            if args.json:
-                print(json.dumps({"path": path, "error": str(e)}), flush=True)
-            print(f"midilm: error: {e}", file=sys.stderr)
+            report_file_error(path, e, args.json)
             continue
         if args.lines:
             all_events.append(tokens)
@@ -164,7 +169,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             info = piece_summary(read_midi(path, allow_empty=True))
         except MidilmError as e:
             failed += 1
-            print(f"midilm: error: {e}", file=sys.stderr)
+            report_file_error(path, e, False)
             continue
         if args.json:
             print(json.dumps(info))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 EXIT_ERROR = 1
@@ -54,7 +53,8 @@ def _report(path: str, a: dict) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from midilm.annotate.analyze import analyze_clips, analyze_piece
+    from midilm.annotate.analyze import analyze_piece, analyze_with_clips
+    from midilm.cli import report_file_error
     from midilm.errors import MidilmError
     from midilm.music.midi_io import read_midi
 
@@ -62,13 +62,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             piece = read_midi(path)
-            analysis = analyze_piece(piece)
-            clips = analyze_clips(piece) if args.clips else None
+            # with clips, one rhythm analysis serves the piece and its clips
+            analysis, clips = analyze_with_clips(piece) if args.clips else (analyze_piece(piece), None)
         except MidilmError as e:
             failed += 1
-            if args.json:
-                print(json.dumps({"path": path, "error": str(e)}), flush=True)
-            print(f"midilm: error: {e}", file=sys.stderr)
+            report_file_error(path, e, args.json)
             continue
         if args.json:
             record = {"path": path, **analysis}

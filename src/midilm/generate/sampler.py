@@ -212,9 +212,7 @@ def _walk_unchecked(st: AmtGrammar, amt: int) -> None:
 
 def _trim_partial(tokens: list[int]) -> list[int]:
     """Drop a trailing incomplete event so the output is whole triplets (controls count as events)."""
-    events = [t for t in tokens]
-    n_full = len(events) - len(events) % 3
-    return events[:n_full]
+    return tokens[: len(tokens) - len(tokens) % 3]
 
 
 def music_seconds(tokens: Sequence[int]) -> float:

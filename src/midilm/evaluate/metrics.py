@@ -8,6 +8,7 @@ semitones); the public Text2midi script has this backwards, which is why it is w
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -119,7 +120,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(s1 @ s2)
+    with warnings.catch_warnings():
+        # small sets give singular covariances; the real part of the root is still the usual estimate
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
     covmean = covmean.real
     d = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
     return max(d, 0.0) if math.isfinite(d) else float("nan")

@@ -1,0 +1,252 @@
+"""Evaluate a MIDI-understanding model on a dataset split: captioning and question answering, scored with
+MIDI-LLaMA's text metrics (BLEU-4, METEOR, ROUGE-L, BERTScore) and with factual accuracy per question type.
+
+A model is anything with `describe_many(pieces) -> list[str]` and `ask_many(pieces, questions) -> list[str]`
+(`midilm.understand.load_understanding_model`). `AnalysisAnswerer` is the ceiling to compare it with: it
+analyses the notes it is given with `midilm.annotate.analyze` and answers from that analysis through the
+dataset's own answer templates, so it is right exactly as often as the analysis of the clip agrees with the
+analysis the dataset was built from; it knows no metadata (title, composer, genre) that is not in the notes.
+
+Clip rows (`clip_start`/`clip_end` seconds) are evaluated on the notes starting inside the window, moved to
+start at the bar holding the window's start (`Piece.excerpt`). Truth for factual accuracy is the row itself
+(the dataset's analysis), checked with `midilm.annotate.questions.answer_is_correct`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+CAPTION_TYPE = "caption"
+# question types whose answers say which facts a model read from the notes (reported first)
+CORE_TYPES = ("key", "mode", "tempo", "tempo_word", "meter", "instruments", "texture", "drums", "dynamics",
+              "duration", "chords", "pitch_range", "articulation", "modulation")
+_KEYWORDS = (  # fallback question classifier for wordings outside the dataset's paraphrases
+    ("mode", r"\bmajor or (a )?minor\b|\bmode\b|\btonality\b"),
+    ("key", r"\bkey\b|\btonal cent"),
+    ("tempo_word", r"\btempo marking\b|\bslow or fast\b|\btempo in words\b"),
+    ("tempo", r"\btempo\b|\bbpm\b|\bbeats per minute\b|\bhow fast\b"),
+    ("meter", r"\btime signature\b|\bmeter\b|\bbeats .* bar\b"),
+    ("drums", r"\bdrums?\b|\bpercussion\b"),
+    ("instruments", r"\binstrument"),
+    ("chord_progression", r"\bchord (progression|sequence)\b"),
+    ("chords", r"\bchords?\b|\bharmony\b"),
+    ("texture", r"\btexture\b|\bmonophonic\b|\bpolyphonic\b"),
+    ("dynamics", r"\bdynamic|\bloud|\bsoft"),
+    ("duration", r"\bhow long\b|\bduration\b|\bseconds\b"),
+    ("pitch_range", r"\brange\b|\bregister\b|\blowest\b|\bhighest\b"),
+    ("articulation", r"\blegato\b|\bstaccato\b|\barticulation\b"),
+    ("modulation", r"\bmodulat|\bkey change"),
+    ("composer", r"\bcompos|\bwho wrote\b"),
+    ("era", r"\bera\b|\bperiod\b"),
+    ("genre", r"\bgenre\b|\bstyle\b"),
+    ("title", r"\btitle\b|\bcalled\b|\bname of\b"),
+    ("mood", r"\bmood\b|\bfeel\b|\bemotion|\batmosphere\b"),
+    (CAPTION_TYPE, r"\bdescri|\bcaption\b|\bsummar|\bsound like\b"),
+)
+UNKNOWN = "I cannot tell that from the notes alone."
+
+
+def question_type(question: str) -> str | None:
+    """The dataset question type a question asks about: its paraphrase tables first, then keywords."""
+    from midilm.annotate.questions import QUESTIONS
+
+    text = question.strip()
+    for prefix in ("In a few sentences: ", "Please explain. ", "Describe in detail: "):
+        text = text.removeprefix(prefix)
+    for qtype, phrasings in QUESTIONS.items():
+        if text in phrasings:
+            return qtype
+    low = text.lower()
+    for qtype, pattern in _KEYWORDS:
+        if re.search(pattern, low):
+            return qtype
+    return None
+
+
+def _long_form(question: str) -> bool:
+    return question.startswith(("In a few sentences: ", "Please explain. ", "Describe in detail: "))
+
+
+class AnalysisAnswerer:
+    """Answers from `analyze_piece` of the notes given (see the module docstring). Seeded: the wording of
+    an answer is drawn from the dataset's templates with a generator seeded per question."""
+
+    name = "analysis"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._cache: dict[int, tuple[object, dict]] = {}
+
+    def _analysis(self, piece) -> dict:
+        from midilm.annotate.analyze import analyze_piece
+
+        hit = self._cache.get(id(piece))
+        if hit is None or hit[0] is not piece:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            hit = (piece, analyze_piece(piece) if len(piece) else {})
+            self._cache[id(piece)] = hit
+        return hit[1]
+
+    def _rng(self, text: str) -> random.Random:
+        return random.Random(f"{self.seed}:{text}")
+
+    def describe(self, piece) -> str:
+        from midilm.annotate.captions import make_caption
+
+        analysis = self._analysis(piece)
+        if not analysis:
+            return "An empty piece with no notes."
+        return make_caption(analysis, self._rng("describe"), "medium")
+
+    def ask(self, piece, question: str, history: Sequence | None = None) -> str:
+        from midilm.annotate.questions import make_questions
+
+        qtype = question_type(question)
+        if qtype == CAPTION_TYPE:
+            return self.describe(piece)
+        analysis = self._analysis(piece)
+        if qtype is None or not analysis:
+            return UNKNOWN
+        style = "long" if _long_form(question) else "short"
+        items = make_questions(analysis, self._rng(question), types=(qtype,), styles=(style,))
+        return items[0]["answer"] if items else UNKNOWN
+
+    def describe_many(self, pieces: Sequence) -> list[str]:
+        return [self.describe(p) for p in pieces]
+
+    def ask_many(self, pieces: Sequence, questions: Sequence[str]) -> list[str]:
+        return [self.ask(p, q) for p, q in zip(pieces, questions)]
+
+
+def load_answerer(model: str | None):
+    """`analysis` -> AnalysisAnswerer; a path or None (the shipped default) -> the understanding model."""
+    if model == "analysis":
+        return AnalysisAnswerer()
+    try:
+        from midilm.understand import load_understanding_model
+    except ImportError as e:
+        raise FileNotFoundError(
+            f"no understanding model is available in this install ({e}); pass --model analysis for the "
+            "analysis answerer") from None
+    if model is not None and not Path(model).is_dir():
+        raise FileNotFoundError(f"model directory not found: {model}")
+    return load_understanding_model(model)
+
+
+def select_rows(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
+    """A seeded sample of rows (all when limit is None), pieces and clips alike, in a stable order."""
+    if limit is None or limit >= len(rows):
+        return list(rows)
+    picked = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in picked]
+
+
+def row_piece(row: dict):
+    """The notes the row describes: the whole file, or the clip moved to start at its bar."""
+    from midilm.music.midi_io import read_midi
+
+    piece = read_midi(str(row["path"]))
+    if row.get("unit") == "clip" and row.get("clip_end") is not None:
+        piece = piece.excerpt(float(row["clip_start"]), float(row["clip_end"]))
+    return piece
+
+
+def evaluate_understanding(answerer, rows: list[dict], out_dir: str | Path, bertscore_model: str | Path | None = None,
+                           qa_per_row: int | None = None, progress: bool = True, skip_metrics: Sequence[str] = (),
+                           batch_size: int = 16) -> dict:
+    """Caption and answer every row, score everything, write `out_dir/report.json` and `predictions.jsonl`."""
+    from midilm.annotate.questions import answer_is_correct
+    from midilm.errors import MidilmError
+    from midilm.evaluate.text_metrics import text_scores
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records, failed = [], []
+    batches = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rows), desc="answering", unit="row")
+    for batch in batches:
+        pieces, kept = [], []
+        for row in batch:
+            try:
+                pieces.append(row_piece(row))
+                kept.append(row)
+            except (MidilmError, OSError) as e:
+                failed.append({"path": row.get("path"), "error": str(e)})
+        captions = answerer.describe_many(pieces) if pieces else []
+        qa_pieces, questions, owners = [], [], []
+        for k, row in enumerate(kept):
+            qa = [q for q in row.get("qa") or [] if q["type"] != CAPTION_TYPE]
+            if qa_per_row is not None:
+                qa = qa[:qa_per_row]
+            for q in qa:
+                qa_pieces.append(pieces[k])
+                questions.append(q["question"])
+                owners.append((k, q))
+        answers = answerer.ask_many(qa_pieces, questions) if questions else []
+        per_row: dict[int, list] = defaultdict(list)
+        for (k, q), pred in zip(owners, answers):
+            per_row[k].append({"question": q["question"], "type": q["type"], "style": q.get("style"),
+                               "reference": q["answer"], "prediction": pred,
+                               "correct": answer_is_correct(q["type"], pred, kept[k])})
+        for k, row in enumerate(kept):
+            records.append({"path": row["path"], "unit": row.get("unit"), "clip": row.get("clip") or "",
+                            "clip_start": row.get("clip_start"), "clip_end": row.get("clip_end"),
+                            "source": row.get("source"), "captions": list(row.get("captions") or []),
+                            "caption": captions[k], "qa": per_row.get(k, [])})
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    with_captions = [r for r in records if r["captions"]]
+    caption_scores = text_scores([r["caption"] for r in with_captions], [r["captions"] for r in with_captions],
+                                 bertscore_model, skip=skip_metrics)
+    qa_items = [q for r in records for q in r["qa"]]
+    qa_scores = text_scores([q["prediction"] for q in qa_items], [[q["reference"]] for q in qa_items],
+                            bertscore_model, skip=skip_metrics)
+    for scores, items in ((caption_scores, with_captions), (qa_scores, qa_items)):
+        for metric, values in scores.pop("per_item").items():
+            for item, v in zip(items, values):
+                item.setdefault("scores", {})[metric] = round(v, 4)
+    accuracy = accuracy_by_type(qa_items)
+    core = [accuracy[t]["accuracy"] for t in CORE_TYPES if t in accuracy]
+    report = {
+        "summary": {"rows": len(records), "pieces": sum(r["unit"] == "piece" for r in records),
+                    "clips": sum(r["unit"] == "clip" for r in records), "questions": len(qa_items),
+                    "failed_rows": len(failed), "captioning": caption_scores, "qa": qa_scores,
+                    "factual_accuracy": statistics.fmean(q["correct"] for q in qa_items) if qa_items else None,
+                    "factual_accuracy_core_types": statistics.fmean(core) if core else None},
+        "accuracy_by_type": accuracy,
+        "model": getattr(answerer, "name", None) or str(getattr(answerer, "path", "") or type(answerer).__name__),
+        "failed": failed,
+    }
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report
+
+
+def accuracy_by_type(qa_items: list[dict]) -> dict:
+    """{type: {"accuracy", "n", "short", "long"}} sorted by type, core types first."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for q in qa_items:
+        groups[q["type"]].append(q)
+    order = [t for t in CORE_TYPES if t in groups] + sorted(t for t in groups if t not in CORE_TYPES)
+    out = {}
+    for t in order:
+        items = groups[t]
+        by_style = {s: [q["correct"] for q in items if q.get("style") == s] for s in ("short", "long")}
+        out[t] = {"accuracy": statistics.fmean(q["correct"] for q in items), "n": len(items),
+                  **{s: (statistics.fmean(v) if v else None) for s, v in by_style.items()}}
+    return out

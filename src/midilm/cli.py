@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugin_registrars() -> list[Callable]:
     """Sub-commands of the heavier sub-packages, registered only when their module imports."""
     registrars = []
-    for module in ("midilm.annotate.cli", "midilm.generate.cli", "midilm.train.cli", "midilm.evaluate.cli"):
+    for module in ("midilm.annotate.cli", "midilm.generate.cli", "midilm.train.cli", "midilm.evaluate.cli",
+                   "midilm.serve.cli", "midilm.models.cli", "midilm.understand.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

@@ -1,0 +1,1 @@
+"""HTTP serving of midilm's models (FastAPI) and the web studio: `midilm serve`."""

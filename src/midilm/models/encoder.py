@@ -260,6 +260,8 @@ class MusicBertMaskedLMOutput(ModelOutput):
 class MusicBertForMaskedLM(MusicBertPreTrainedModel):
     """MusicBERT with its masked-LM head; labels are token ids per input token, -100 where not predicted."""
 
+    accepts_loss_kwargs = False  # the loss is a mean over the predicted tokens; the Trainer scales it
+
     def __init__(self, config: MusicBertConfig):
         super().__init__(config)
         self.musicbert = MusicBertModel(config)

@@ -40,3 +40,7 @@ def register(sub) -> None:
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_t2m)
+
+    from midilm.train.encoder import register_cli as register_encoder
+
+    register_encoder(tsub)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="${MIDILM_EXTRAS:-all}"
-APT_PACKAGES=(gcc python3-dev python3-venv fluidsynth timgm6mb-soundfont abcmidi wordnet-base wordnet-sense-index)
+APT_PACKAGES=(gcc python3-dev python3-venv fluidsynth timgm6mb-soundfont abcmidi wordnet-base wordnet-sense-index chromium)
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()

@@ -296,7 +296,7 @@ def create_app(models: Models | None = None, limits: Limits | None = None) -> Fa
         prompt: Annotated[str, Form(max_length=limits.max_prompt_chars)] = "",
         max_tokens: Annotated[int, Form(ge=3, le=limits.max_tokens)] = limits.default_tokens,
         seed: Annotated[int | None, Form(ge=0, lt=2**32)] = None,
-        temperature: Annotated[float, Form(gt=0, le=2, allow_inf_nan=False)] = 1.0,
+        temperature: Annotated[float, Form(ge=0.01, le=2, allow_inf_nan=False)] = 1.0,
         top_p: Annotated[float, Form(gt=0, le=1, allow_inf_nan=False)] = 0.98,
         bpm: Annotated[float | None, Form(ge=20, le=300, allow_inf_nan=False)] = None,
         instruments: Annotated[str, Form(max_length=600, description="comma-separated, e.g. piano,violin")] = "",

@@ -75,7 +75,8 @@ def request_models(limits: Limits) -> dict[str, type[BaseModel]]:
         max_tokens: int = Field(limits.default_tokens, ge=3, le=limits.max_tokens,
                                 description="new music tokens per sample (3 per note)")
         seed: int | None = Field(None, ge=0, lt=2**32, description="same seed and settings, same music")
-        temperature: float = Field(1.0, gt=0, le=2, allow_inf_nan=False)
+        # below 0.01 sampling is greedy anyway, and logits / 1e-300 overflow to inf
+        temperature: float = Field(1.0, ge=0.01, le=2, allow_inf_nan=False, description="lower is more predictable")
         top_p: float = Field(0.98, gt=0, le=1, allow_inf_nan=False)
         bpm: float | None = Field(None, ge=20, le=300, allow_inf_nan=False,
                                   description="tempo grid (default: the prompt's, else estimated from the notes)")

@@ -1,0 +1,131 @@
+"""The studio in headless Chromium (Debian's, driven by Playwright) against a real `midilm serve`: type a
+prompt, generate, see the piano roll, play, download the MIDI, keep the history, and analyze an upload."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from midilm.generate.cli import default_model_path  # noqa: E402
+from midilm.music.examples import example_piece  # noqa: E402
+from midilm.music.midi_io import read_midi, write_midi  # noqa: E402
+from tests.test_serve import start_server, stop_server  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    if not CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    if not default_model_path().is_dir():
+        pytest.skip("the shipped text-to-MIDI model is not in this install")
+    proc, url = start_server(tmp_path_factory.mktemp("studio"), "--max-tokens", "300")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        try:
+            yield browser, url
+        finally:
+            browser.close()
+            stop_server(proc)
+
+
+def test_compose_play_download_and_history(studio, tmp_path):
+    browser, url = studio
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.wait_for_selector("#model-status.ok")
+    assert "midilm-t2m-tiny" in page.inner_text("#model-status")
+    page.get_by_role("button", name="piano", exact=True).click()  # instruments are toggle chips
+    page.fill("#prompt", "A gentle lullaby for piano at 80 bpm")
+    page.fill("#max-tokens", "90")
+    page.dispatch_event("#max-tokens", "input")
+    page.fill("#seed", "17")
+    page.press("#prompt", "Control+Enter")  # the keyboard shortcut generates
+
+    canvas = page.wait_for_selector("#results .group[data-id] canvas.pianoroll[data-notes]", timeout=60_000)
+    notes = int(canvas.get_attribute("data-notes"))
+    assert notes > 0
+    # the roll is drawn: the canvas holds coloured pixels, not only the background
+    lit = page.evaluate("""() => {
+        const c = document.querySelector('#results canvas.pianoroll');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 100 || d[i + 1] > 100) n++; return n; }""")
+    assert lit > 50
+    assert "Acoustic Grand Piano" in page.inner_text("#results .take .legend")
+
+    page.click("#results .take .play")
+    page.wait_for_selector('#results .take .play[data-state="playing"]', timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('#results .playhead').hidden", timeout=10_000)
+    page.keyboard.press("Escape")  # stops playback
+    page.wait_for_selector('#results .take .play[data-state="paused"]')
+
+    with page.expect_download() as info:
+        page.click("#results .take .act-download")
+    saved = tmp_path / info.value.suggested_filename
+    info.value.save_as(saved)
+    assert saved.suffix == ".mid"
+    piece = read_midi(saved)
+    assert len(piece) == notes and set(piece.program.tolist()) == {0}
+
+    # history survives a reload and restores the prompt and settings
+    page.reload()
+    page.wait_for_selector("#history button")
+    page.click("#history button")
+    assert page.input_value("#prompt") == "A gentle lullaby for piano at 80 bpm"
+    assert page.input_value("#seed") == "17"
+    page.wait_for_selector("#results .group[data-id] canvas.pianoroll[data-notes]")
+    assert not errors, errors
+
+
+def test_bad_request_shows_a_toast(studio):
+    browser, url = studio
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_selector("#model-status.ok")
+    page.fill("#prompt", "")
+    page.click("#generate")
+    assert "Write a prompt first" in page.wait_for_selector(".toast.error").inner_text()
+
+
+def test_upload_gives_analysis_caption_and_answers(studio, tmp_path):
+    browser, url = studio
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url + "/")
+    page.wait_for_selector("#model-status.ok")
+    available = "understanding" in page.inner_text("#model-status")
+    page.click("#tab-analyze")
+    path = write_midi(example_piece(), tmp_path / "example.mid")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#analysis-take canvas.pianoroll[data-notes]")
+    assert int(page.get_attribute("#analysis-take canvas.pianoroll", "data-notes")) == len(example_piece())
+    facts = page.inner_text("#facts")
+    assert "C major" in facts and "100 bpm" in facts
+    if not available:
+        page.wait_for_function("() => document.querySelector('#caption').textContent.includes('understanding model')")
+        pytest.skip("the shipped understanding model is not in this install (the studio says so)")
+    page.wait_for_selector("#caption.ready", timeout=60_000)
+    assert len(page.inner_text("#caption").split()) >= 3
+    page.fill("#question", "What key is this piece in?")
+    page.press("#question", "Enter")
+    answer = page.wait_for_selector(".bubble.a:not(.pending)", timeout=60_000)
+    assert answer.inner_text().strip()
+
+
+def test_bad_upload_shows_an_error(studio, tmp_path):
+    browser, url = studio
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.click("#tab-analyze")
+    bad = Path(tmp_path / "notes.mid")
+    bad.write_text("these are not MIDI bytes")
+    page.set_input_files("#file", str(bad))
+    assert "not a readable MIDI file" in page.wait_for_selector(".toast.error").inner_text()

@@ -1,8 +1,11 @@
-"""`midilm eval generate`: report format, targets from the prompt, metrics measured from the notes."""
+"""`midilm eval generate`: report format, targets from the prompt, metrics measured from the notes, set
+metrics against reference MIDI, report pages; `eval prompts` with reference copies."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +17,18 @@ transformers = pytest.importorskip("transformers")
 from midilm.evaluate.generation import read_prompts, targets_of  # noqa: E402
 from midilm.models.tokenizer import train_text_tokenizer  # noqa: E402
 from midilm.models.vocab import MIDI_LLM_PROMPT, MusicLayout  # noqa: E402
+from tests.conftest import shared_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    from midilm.models.encoder import MusicBertConfig, MusicBertModel
+
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    MusicBertModel(MusicBertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_notes=256)).save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +59,39 @@ def test_bad_prompt_files_are_refused(tmp_path):
         read_prompts(p)
 
 
-def test_eval_generate_writes_midi_and_report(tiny_model_dir, tmp_path):
+def test_eval_generate_writes_midi_and_report(tiny_model_dir, tiny_encoder_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "one", "prompt": "A piano piece in D major at 90 bpm."}) + "\n"
                        + json.dumps({"id": "two", "prompt": "Drums and bass.", "key": "A minor"}) + "\n")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name, song in (("one", "010"), ("two", "020")):  # held-out POP909 songs as ground truth
+        shutil.copyfile(shared_path("pop909", "POP909", song, f"{song}.mid"), refs / f"{name}.mid")
     out = tmp_path / "eval"
     r = subprocess.run([sys.executable, "-m", "midilm.cli", "eval", "generate", "--prompts", str(prompts),
-                        "--out", str(out), "--model", str(tiny_model_dir), "--max-tokens", "90"],
+                        "--out", str(out), "--model", str(tiny_model_dir), "--max-tokens", "90",
+                        "--reference", str(refs), "--encoder", str(tiny_encoder_dir)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
+    sets = report["sets"]
+    assert sets["n_reference"] == 2 and not sets["missing_references"]
+    for k in ("polyphony", "note_density", "compression_ratio", "pitch_class_entropy"):
+        assert sets["reference"][k]["n"] == 2 and sets["reference"][k]["mean"] > 0
+        assert 0.0 <= sets["distributions"][k]["overlap_area"] <= 1.0
+    assert sets["reference"]["compression_ratio"]["mean"] > 1.2  # pop songs repeat
+    assert sets["frechet_symbolic"]["value"] > 0
+    assert sets["frechet_encoder"]["value"] > 0 and sets["frechet_encoder"]["dimensions"] == 32
+    assert "skipped" in sets["audio"]["note"]
+    html = (out / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert {"plots/pitch_classes.png", "plots/key_confusion.png", "plots/pianoroll_0.png"} <= set(images)
+    assert all((out / i).is_file() for i in images)
     assert (out / "one.mid").exists() and (out / "two.mid").exists()
     assert set(report) >= {"summary", "items"}
     for item in report["items"]:
-        assert set(item) >= {"id", "ck", "ckd", "tb", "tbt", "key", "bpm", "instrument_recall", "valid"}
+        assert set(item) >= {"id", "ck", "ckd", "tb", "tbt", "key", "bpm", "instrument_recall", "valid", "polyphony",
+                             "note_density", "compression_ratio"}
         assert item["valid"] is True
     one = report["items"][0]
     assert one["target_bpm"] == 90.0 and one["target_key"] == "D major"
@@ -65,3 +99,21 @@ def test_eval_generate_writes_midi_and_report(tiny_model_dir, tmp_path):
     sidecar = json.loads((out / "one.json").read_text())
     assert sidecar["bpm"] == 90.0  # the grid follows the prompt ...
     assert one["bpm"] != 90.0 or one["tb"] is True  # ... but the judged tempo is measured from the notes
+
+
+def test_eval_prompts_copies_references(tmp_path):
+    from midilm.evaluate.generation import write_references
+
+    song = shared_path("pop909", "POP909", "010", "010.mid")
+    items = [{"id": "a", "path": str(song)}, {"id": "b", "path": str(tmp_path / "gone.mid")}]
+    assert write_references(items, tmp_path / "refs") == 1
+    assert (tmp_path / "refs" / "a.mid").read_bytes() == song.read_bytes()
+
+
+def test_encoder_that_is_no_model_is_refused_before_generating(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "one", "prompt": "A piano piece."}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "eval", "generate", "--prompts", str(prompts),
+                        "--out", str(tmp_path / "o"), "--encoder", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no config.json" in r.stderr and not (tmp_path / "o").exists()

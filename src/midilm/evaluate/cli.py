@@ -18,6 +18,8 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
     for flag, path in (("--reference", args.reference), ("--encoder", args.encoder)):
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{flag}: folder not found: {path}")
+    if args.encoder is not None and not (Path(args.encoder) / "config.json").is_file():
+        raise FileNotFoundError(f"--encoder: {args.encoder} is not a model folder (no config.json)")
     model = _load(args)
     options = GenerateOptions(seed=args.seed, max_tokens=args.max_tokens, temperature=args.temperature,
                               top_p=args.top_p)
@@ -72,6 +74,9 @@ def cmd_eval_prompts(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from midilm.evaluate.bench import register as register_bench
+
+    register_bench(sub)
     p = sub.add_parser("eval", help="evaluate models")
     esub = p.add_subparsers(dest="eval_command", metavar="WHAT", parser_class=type(p))
     q = esub.add_parser("generate", help="text-to-MIDI: CK, CKD, TB, TBT, instruments, validity, set metrics")

@@ -101,15 +101,16 @@ def overlap_area(a: list[float], b: list[float], points: int = 512) -> float | N
     lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
     if hi - lo < 1e-12:
         return 1.0
-    pad = 0.25 * (hi - lo)
-    xs = np.linspace(lo - pad, hi + pad, points)
 
-    def density(v: np.ndarray) -> np.ndarray:
+    def kde(v: np.ndarray):
         if v.std() < 1e-9:  # all equal: a narrow bump, so the KDE is defined
             v = v + np.random.default_rng(0).normal(0, 1e-3 * (hi - lo), len(v))
-        return gaussian_kde(v)(xs)
+        return gaussian_kde(v)
 
-    shared = np.minimum(density(a), density(b))
+    ka, kb = kde(a), kde(b)
+    pad = 5 * float(np.sqrt(max(ka.covariance[0, 0], kb.covariance[0, 0])))  # the tails hold no mass past this
+    xs = np.linspace(lo - pad, hi + pad, points)
+    shared = np.minimum(ka(xs), kb(xs))
     integrate = getattr(np, "trapezoid", None) or np.trapz  # numpy 1.x has only trapz
     return float(np.clip(integrate(shared, xs), 0.0, 1.0))
 
@@ -152,15 +153,17 @@ def default_encoder_dir() -> Path:
 def encoder_frechet(generated_pieces: list, reference_pieces: list, encoder_dir: str | Path | None) -> dict:
     """Frechet distance between mean-pooled MIDI encoder embeddings of the two sets, or why it was skipped."""
     path = Path(encoder_dir) if encoder_dir else default_encoder_dir()
-    if not path.is_dir():
+    if not (path / "config.json").is_file():
         return {"value": None, "note": f"skipped: no MIDI encoder at {path} (pass --encoder DIR)"}
+    generated_pieces = [p for p in generated_pieces if len(p)]
+    reference_pieces = [p for p in reference_pieces if len(p)]
     if len(generated_pieces) < 2 or len(reference_pieces) < 2:
-        return {"value": None, "note": "skipped: needs at least 2 generated and 2 reference pieces"}
+        return {"value": None, "note": "skipped: needs at least 2 generated and 2 reference pieces with notes"}
     try:
         from midilm.models.encoder import MusicBertModel, embed_pieces
     except ImportError as e:
         return {"value": None, "note": f"skipped: the MIDI encoder module is not available ({e})"}
-    model = MusicBertModel.from_pretrained(str(path))
+    model = MusicBertModel.from_pretrained(str(path)).eval()
     g = np.asarray(embed_pieces(model, generated_pieces, pool="mean"), dtype=float)
     r = np.asarray(embed_pieces(model, reference_pieces, pool="mean"), dtype=float)
     value = frechet_distance(g, r)

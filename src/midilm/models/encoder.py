@@ -347,15 +347,16 @@ def embed_pieces(
     """Vectors of pieces: [n, H] for k = 1, else [n, k, H] (means of k equal consecutive note chunks).
 
     Items are Pieces, MIDI paths or [notes, 8] OctupleMIDI field arrays. Each is cut to its first
-    `max_notes` notes (default: the model's maximum). `pool` is "mean" (masked mean over the notes,
-    without <s>, </s> and padding), "max", or "bos" (the <s> slot's state).
+    `max_notes` notes (default: the model's maximum, at most 1,000 as MusicBERT's windows). `pool` is
+    "mean" (masked mean over the notes, without <s>, </s> and padding), "max", or "bos" (the <s> state).
     """
     if pool not in ("mean", "max", "bos"):
         raise ValueError(f"unknown pool {pool!r} (mean, max or bos)")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     encoder = model.musicbert if isinstance(model, MusicBertForMaskedLM) else model
-    limit = encoder.config.max_notes if max_notes is None else min(max_notes, encoder.config.max_notes)
+    # converted checkpoints may hold more positions than their 1,000-note training windows used
+    limit = min(oc.WINDOW if max_notes is None else max_notes, encoder.config.max_notes)
     windows = []
     for i, item in enumerate(pieces_or_note_arrays):
         w = note_window(_as_notes(item), limit)

@@ -186,8 +186,10 @@ def collate(rows: list[dict]) -> dict:
 
 def evaluate_mlm(model, windows: list[np.ndarray], seed: int = 1234, batch_size: int = 16,
                  mask_prob: float = 0.15, by_instrument: bool = True) -> dict:
-    """Masked-LM loss and accuracy (argmax over the whole dictionary) on fixed masks, overall and per field."""
+    """Masked-LM loss and accuracy (argmax over the whole dictionary) of the notes' predicted field tokens
+    (the <s>/</s> slots left out), on fixed masks, overall and per field."""
     import torch
+    import torch.nn.functional as F
 
     data = MaskedWindows(windows, len(windows), seed, mask_prob, by_instrument, shift=False)
     was_training = model.training
@@ -201,18 +203,18 @@ def evaluate_mlm(model, windows: list[np.ndarray], seed: int = 1234, batch_size:
                 out = model(**batch)
                 chosen = batch["labels"].ne(IGNORE)
                 target = batch["labels"][chosen]
-                if not len(target):
+                note = target.ge(int(FIELD_LO[0]))  # a note's field, not an <s>/</s> slot
+                if not bool(note.any()):
                     continue
-                field = torch.nonzero(chosen)[:, 1] % 8
-                hit = out.logits.argmax(-1).eq(target)
-                total += float(out.loss) * len(target)
+                field = (torch.nonzero(chosen)[:, 1] % 8)[note]
+                logits, target = out.logits[note].float(), target[note]
+                hit = logits.argmax(-1).eq(target)
+                total += float(F.cross_entropy(logits, target, reduction="sum"))
                 correct += int(hit.sum())
                 count += len(target)
-                note = target.ge(FIELD_LO[0])  # fields of notes, not the <s>/</s> slots
                 for f in range(8):
-                    sel = note & field.eq(f)
-                    field_correct[f] += int(hit[sel].sum())
-                    field_count[f] += int(sel.sum())
+                    field_correct[f] += int(hit[field == f].sum())
+                    field_count[f] += int((field == f).sum())
     finally:
         model.train(was_training)
     return {

@@ -1,0 +1,285 @@
+"""MIDI-LLaMA: a frozen MusicBERT encoder, a projector and a causal LM (LoRA), saved as one directory.
+
+The music is OctupleMIDI-encoded, cut into encoder windows (up to `max_windows` windows of the encoder's
+maximum length, spread evenly over a long piece), encoded by the frozen MusicBERT, and mean-pooled over
+its notes (masked: no <s>, </s> or padding) into one clip vector, or into K vectors for K consecutive
+equal note chunks. The projector (one linear layer as in the paper, or a 2-layer MLP) maps each vector
+to the LLM width; the K vectors are placed as prefix embeddings in the prompt of
+`midilm.understand.prompt` (before the instruction's text) and fed to any HF causal LM as
+`inputs_embeds`.
+
+Directory layout (safetensors only):
+    midilm.json               kind "midi-llama" and the projector/pooling config
+    projector.safetensors     projector weights
+    encoder/                  MusicBERT (HF layout)
+    llm/                      the causal LM and its tokenizer (HF layout, full weights)
+    adapter/                  LoRA adapter (peft layout), absent before stage 2
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from midilm.understand.prompt import IGNORE, Encoded
+
+KIND = "midi-llama"
+CONFIG_NAME = "midilm.json"
+PROJECTOR_NAME = "projector.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class MidiLlamaConfig:
+    encoder_hidden: int
+    llm_hidden: int
+    k: int = 1  # pooled vectors, each one prefix embedding
+    projector: str = "linear"  # "linear" (the paper) or "mlp" (Linear-GELU-Linear)
+    max_windows: int = 4  # encoder windows pooled for a long piece
+    window_notes: int | None = None  # notes per window; None = the encoder's maximum
+    clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"kind": KIND, "format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> MidiLlamaConfig:
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def make_projector(kind: str, d_in: int, d_out: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(d_in, d_out)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
+    raise ValueError(f"unknown projector {kind!r} (linear or mlp)")
+
+
+def select_windows(notes: np.ndarray, window: int, max_windows: int) -> list[np.ndarray]:
+    """Consecutive windows of `window` notes (the last one ending at the last note); past `max_windows`
+    of them, that many spread evenly."""
+    from midilm.models.encoder import note_window
+
+    n = len(notes)
+    count = max(-(-n // window), 1)
+    chosen = range(count) if count <= max_windows else np.linspace(0, count - 1, max_windows).round().astype(int)
+    starts = [min(int(i) * window, max(n - window, 0)) for i in chosen]  # the last window is a full one
+    return [w for w in (note_window(notes[s:], window) for s in starts) if len(w)]
+
+
+@torch.no_grad()
+def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, window: int | None = None,
+               batch_size: int = 16) -> torch.Tensor:
+    """[B, k, H] pooled encoder states of OctupleMIDI note arrays (one item's windows pooled together)."""
+    from midilm.models.encoder import batch_ids, chunk_bounds
+
+    window = min(window or encoder.config.max_notes, encoder.config.max_notes)
+    windows: list[tuple[int, np.ndarray]] = []
+    for i, notes in enumerate(items):
+        ws = select_windows(np.asarray(notes, dtype=np.int64).reshape(-1, 8), window, max_windows)
+        if not ws:
+            raise ValueError(f"item {i} has no notes")
+        windows += [(i, w) for w in ws]
+    device = next(encoder.parameters()).device
+    states: list[list[torch.Tensor]] = [[] for _ in items]
+    order = sorted(range(len(windows)), key=lambda j: len(windows[j][1]))  # similar lengths share a batch
+    parts: dict[int, torch.Tensor] = {}
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        ids = batch_ids([windows[j][1] for j in idx], encoder.config.pad_token_id).to(device)
+        hidden = encoder(ids).last_hidden_state.float()
+        for row, j in enumerate(idx):
+            parts[j] = hidden[row, 1 : 1 + len(windows[j][1])]
+    for j, (i, _) in enumerate(windows):
+        states[i].append(parts[j])
+    out = []
+    for st in states:
+        notes = torch.cat(st)
+        out.append(torch.stack([notes[a:b].mean(0) for a, b in chunk_bounds(len(notes), k)]))
+    return torch.stack(out)
+
+
+def _clean_base_state(model) -> dict[str, torch.Tensor]:
+    """The base LM's own weights from a peft-wrapped model (LoRA tensors dropped, names restored)."""
+    out = {}
+    for name, value in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        out[name.replace(".base_layer.", ".")] = value
+    return out
+
+
+class MidiLlama(nn.Module):
+    """Frozen encoder -> pooled vectors -> projector -> prefix embeddings -> causal LM."""
+
+    def __init__(self, encoder, llm, tokenizer, config: MidiLlamaConfig, projector: nn.Module | None = None):
+        super().__init__()
+        self.encoder, self.llm, self.tokenizer, self.config = encoder, llm, tokenizer, config
+        self.projector = projector or make_projector(config.projector, config.encoder_hidden, config.llm_hidden)
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    # --- parts -------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: no dropout in the features, in training or not
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    def base_llm(self):
+        """The causal LM under any LoRA wrapper."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
+        """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays."""
+        return pool_notes(self.encoder, notes, self.config.k, self.config.max_windows, self.config.window_notes,
+                          batch_size)
+
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05, targets: Sequence[str] | None = None):
+        """Wrap the LM with a trainable LoRA adapter (the base stays frozen)."""
+        from peft import LoraConfig, get_peft_model
+
+        targets = list(targets or ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                         task_type="CAUSAL_LM")
+        self.llm = get_peft_model(self.llm, cfg)
+        return self
+
+    def freeze_llm(self) -> None:
+        """Freeze the base LM; LoRA parameters (if any) stay trainable."""
+        for name, p in self.llm.named_parameters():
+            p.requires_grad_("lora_" in name)
+
+    # --- batches -----------------------------------------------------------------------------------
+
+    def batch(self, encoded: Sequence[Encoded], left_pad: bool = False) -> dict[str, torch.Tensor]:
+        """input_ids (pad ids in the MIDI slots), attention_mask, labels and the slots' start positions."""
+        k, pad = self.config.k, self.tokenizer.pad_token_id
+        seqs = [e.before + [pad] * k + e.after for e in encoded]
+        labs = [[IGNORE] * (len(e.before) + k) + e.labels for e in encoded]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        slot = torch.zeros(len(seqs), dtype=torch.long)
+        for i, (s, lab, e) in enumerate(zip(seqs, labs, encoded)):
+            off = width - len(s) if left_pad else 0
+            ids[i, off : off + len(s)] = torch.tensor(s)
+            labels[i, off : off + len(s)] = torch.tensor(lab)
+            mask[i, off : off + len(s)] = 1
+            slot[i] = off + len(e.before)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "slot": slot}
+
+    def embed(self, input_ids: torch.Tensor, slot: torch.Tensor, midi_features: torch.Tensor) -> torch.Tensor:
+        """Text embeddings with the projected MIDI vectors written over the slots."""
+        emb = self.llm.get_input_embeddings()(input_ids)
+        prefix = self.projector(midi_features.to(emb.dtype))  # [B, k, D]
+        k = prefix.shape[1]
+        pos = slot[:, None] + torch.arange(k, device=slot.device)[None, :]
+        where = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        where.scatter_(1, pos, True)
+        emb = emb.clone()
+        emb[where] = prefix.reshape(-1, prefix.shape[-1])  # row-major order matches the boolean mask's
+        return emb
+
+    def forward(self, input_ids, attention_mask, slot, midi_features, labels=None, **kwargs):
+        emb = self.embed(input_ids, slot, midi_features)
+        return self.llm(inputs_embeds=emb, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, features: torch.Tensor, encoded: Sequence[Encoded], max_new_tokens: int = 128,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+        """Answers (greedy when temperature is 0, else sampled) with the KV cache, each stopping at EOS."""
+        b = self.batch(encoded, left_pad=True)
+        dev = self.device
+        emb = self.embed(b["input_ids"].to(dev), b["slot"].to(dev), features.to(dev))
+        sample = temperature > 0
+        kwargs = {"do_sample": sample, "max_new_tokens": max_new_tokens, "use_cache": True,
+                  "eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id}
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
+            torch.manual_seed(seed)
+            out = self.llm.generate(inputs_embeds=emb, attention_mask=b["attention_mask"].to(dev), **kwargs)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+
+    # --- files -------------------------------------------------------------------------------------
+
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write the directory layout above; `dtype` (e.g. torch.bfloat16) shrinks the stored weights."""
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        cast = (lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}) if dtype else None
+
+        def state(module) -> dict:
+            sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            return cast(sd) if cast else sd
+
+        self.encoder.save_pretrained(out / "encoder", state_dict=state(self.encoder))
+        base = self.base_llm()
+        base_sd = _clean_base_state(base) if base is not self.llm else base.state_dict()
+        base_sd = {k: v.detach().cpu().contiguous() for k, v in base_sd.items()}
+        base.save_pretrained(out / "llm", state_dict=cast(base_sd) if cast else base_sd)
+        self.tokenizer.save_pretrained(out / "llm")
+        if base is not self.llm:
+            self.llm.save_pretrained(out / "adapter")
+        save_file(state(self.projector), str(out / PROJECTOR_NAME), metadata={"format": "pt"})
+        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_json(), indent=2) + "\n")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | None = None, trainable: bool = False,
+                        merge_lora: bool = True) -> MidiLlama:
+        """Load a directory (local files only). `trainable` keeps LoRA separate and trainable (for more
+        training); otherwise the adapter is merged into the LM for faster generation when `merge_lora`."""
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from midilm.models.encoder import MusicBertModel
+
+        hf_logging.disable_progress_bar()
+        root = Path(path)
+        config = read_config(root)
+        encoder = MusicBertModel.from_pretrained(root / "encoder", local_files_only=True, use_safetensors=True,
+                                                 dtype=torch.float32)
+        llm = AutoModelForCausalLM.from_pretrained(root / "llm", local_files_only=True, use_safetensors=True,
+                                                   dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(root / "llm", local_files_only=True)
+        if (root / "adapter").is_dir():
+            from peft import PeftModel
+
+            llm = PeftModel.from_pretrained(llm, root / "adapter", is_trainable=trainable)
+            if merge_lora and not trainable:
+                llm = llm.merge_and_unload()
+        model = cls(encoder, llm, tokenizer, config)
+        model.projector.load_state_dict({k: v.float() for k, v in load_file(str(root / PROJECTOR_NAME)).items()})
+        if not trainable:
+            model.eval()
+        if device:
+            model.to(device)
+        return model
+
+
+def read_config(root: Path) -> MidiLlamaConfig:
+    cfg_path = root / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{root} is not a MIDI-LLaMA model directory (no {CONFIG_NAME})")
+    data = json.loads(cfg_path.read_text())
+    if data.get("kind") != KIND:
+        raise ValueError(f"{root} holds a {data.get('kind')!r} model, not {KIND!r}")
+    return MidiLlamaConfig.from_json(data)

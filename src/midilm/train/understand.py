@@ -1,0 +1,451 @@
+"""Training of the MIDI understanding model (MIDI-LLaMA's recipe) with the Hugging Face Trainer.
+
+Stage 0 (our substitute for a pretrained LLM, which cannot be downloaded here): a byte-level BPE
+tokenizer and a small Llama trained from scratch as a plain text LM on the train split's captions and
+question-answer pairs, written in the conversation template without music.
+Stage 1 (feature alignment): (MIDI, caption) pairs; only the projector trains; loss on the caption.
+Stage 2 (instruction tuning): captions and the dataset's QA pairs of every type (factual types weighted
+up, some multi-turn); LoRA on the LLM plus the projector train; loss on the answers only.
+
+The encoder is frozen, so its pooled vectors are a fixed function of the notes: they are computed once
+per (rows, encoder, pooling) and cached (`cache/features-*.npy`), as are the rows' OctupleMIDI notes
+(`cache/notes-*.npz`), which makes every epoch after the first cost only the projector and the LLM.
+Rows are pieces (the whole piece, pooled over up to `max_windows` encoder windows) and 20 s clips (the
+notes starting in [clip_start, clip_end) of `path`, moved to start at a bar line). Train split only.
+
+Any accelerate launch (DDP, FSDP) runs this unchanged; defaults suit a GPU, flags shrink it for a CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from midilm.understand.prompt import encode_conversation, text_only
+
+# Types whose answers are facts measured from the notes; `factual_boost` samples them more often.
+FACTUAL_TYPES = ("key", "mode", "tempo", "tempo_word", "meter", "instruments", "drums", "texture", "chords",
+                 "dynamics", "duration", "pitch_range", "articulation", "modulation", "chord_progression")
+
+
+@dataclass
+class UnderstandConfig:
+    data: str  # a dataset built by `midilm dataset build`
+    output: str
+    stage: int = 1  # 0: text LM from scratch; 1: projector on captions; 2: LoRA + projector on instructions
+    encoder: str | None = None  # MusicBERT directory (stage 1)
+    llm: str | None = None  # local HF causal LM directory (stage 1)
+    init: str | None = None  # the stage-1 model directory (stage 2)
+    k: int = 1  # pooled vectors (MIDI-LLaMA: 1)
+    projector: str = "linear"  # linear (MIDI-LLaMA) or mlp
+    max_windows: int = 4
+    steps: int = 2000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 5e-4  # MIDI-LLaMA: AdamW, peak 5e-4, 3 % warm-up, cosine, batch 16
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    max_len: int = 320  # tokens of one example (answers are cut to fit)
+    max_rows: int | None = None  # a random subset of the train rows (CPU budgets)
+    factual_boost: float = 2.0
+    p_caption: float = 0.2  # stage 2: share of caption instructions
+    p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
+    # stage 0 (the text LM)
+    text_vocab: int = 3072
+    hidden: int = 256
+    layers: int = 6
+    heads: int = 8
+    kv_heads: int = 4
+    intermediate: int = 768
+    text_max_len: int = 256
+    # common
+    seed: int = 0
+    bf16: bool = False
+    save_dtype: str = "fp32"  # fp32 or bf16 (the final directory's weights)
+    logging_steps: int = 10
+    save_steps: int = 200
+    resume: bool = False
+    cache_dir: str | None = None  # default: OUTPUT/cache
+    workers: int = 0
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+_COLUMNS = ("unit", "path", "clip_start", "clip_end", "captions", "qa", "split")
+
+
+def load_train_rows(dataset_dir: str | Path, max_rows: int | None = None, seed: int = 0,
+                    split: str = "train") -> list[dict]:
+    """Rows of one split (pieces and clips) with the columns training needs, optionally a random subset."""
+    import pyarrow.parquet as pq
+
+    path = Path(dataset_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {split} split in {dataset_dir} ({path} missing)")
+    rows = pq.read_table(path, columns=list(_COLUMNS)).to_pylist()
+    for r in rows:
+        if r.get("split") != split:
+            raise ValueError(f"row {r.get('path')} of split {r.get('split')} found in {path}")
+    if max_rows and len(rows) > max_rows:
+        keep = sorted(random.Random(seed).sample(range(len(rows)), max_rows))
+        rows = [rows[i] for i in keep]
+    return rows
+
+
+def _key(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def row_notes(rows: list[dict], cache_dir: Path, progress: bool = True) -> list[np.ndarray | None]:
+    """OctupleMIDI field values of every row (None where the file cannot be read), cached on disk."""
+    from midilm.codecs.octuple import encode_piece
+    from midilm.errors import MidilmError
+    from midilm.music.midi_io import read_midi
+
+    ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
+    cache = cache_dir / f"notes-{_key('octuple-v1', ident)}.npz"
+    if cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        notes, offsets, ok = z["notes"].astype(np.int64), z["offsets"], z["ok"]
+        return [notes[offsets[i] : offsets[i + 1]] if ok[i] else None for i in range(len(rows))]
+    by_path: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_path.setdefault(r["path"], []).append(i)
+    out: list[np.ndarray | None] = [None] * len(rows)
+    items = by_path.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, desc="encoding MIDI", unit="file")
+    for path, idx in items:
+        try:
+            piece = read_midi(path)
+        except MidilmError:
+            continue
+        for i in idx:
+            r = rows[i]
+            part = piece if r["unit"] == "piece" else piece.excerpt(float(r["clip_start"]), float(r["clip_end"]))
+            enc = encode_piece(part)
+            out[i] = enc if len(enc) else None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lengths = [0 if n is None else len(n) for n in out]
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    flat = np.concatenate([n for n in out if n is not None]) if any(lengths) else np.zeros((0, 8))
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, notes=flat.astype(np.uint8), offsets=offsets, ok=np.array([n is not None for n in out]))
+    tmp.replace(cache)
+    return out
+
+
+def _weights_hash(directory: Path) -> str:
+    h = hashlib.sha1()
+    for f in sorted(directory.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encoder_dir: Path, cache_dir: Path,
+                 batch_size: int = 16) -> np.ndarray:
+    """Pooled frozen-encoder vectors [rows, k, H] (zeros where a row has no notes), cached on disk."""
+    import torch
+    from tqdm.auto import tqdm
+
+    c = model.config
+    ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
+    cache = cache_dir / f"features-{_key(ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes)}.npy"
+    if cache.is_file():
+        return np.load(cache, allow_pickle=False)
+    out = np.zeros((len(rows), c.k, c.encoder_hidden), dtype=np.float32)
+    have = [i for i, n in enumerate(notes) if n is not None]
+    chunk = 256
+    with torch.inference_mode():
+        for s in tqdm(range(0, len(have), chunk), desc="encoder features", unit="chunk"):
+            idx = have[s : s + chunk]
+            out[idx] = model.features([notes[i] for i in idx], batch_size=batch_size).cpu().numpy()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, out)
+    tmp.replace(cache)
+    return out
+
+
+# --- examples --------------------------------------------------------------------------------------
+
+
+def _captions(row: dict) -> list[str]:
+    return [c for c in row.get("captions") or [] if isinstance(c, str) and c.strip()]
+
+
+def _qa(row: dict) -> list[dict]:
+    return [q for q in row.get("qa") or [] if isinstance(q, dict) and q.get("question") and q.get("answer")]
+
+
+def caption_turn(row: dict, rng: random.Random) -> tuple[str, str] | None:
+    from midilm.annotate.questions import QUESTIONS
+
+    caps = _captions(row)
+    return (rng.choice(QUESTIONS["caption"]), rng.choice(caps)) if caps else None
+
+
+def qa_turns(row: dict, rng: random.Random, n: int, factual_boost: float) -> list[tuple[str, str]]:
+    """Up to n distinct QA pairs of a row, factual types weighted by `factual_boost`."""
+    items = _qa(row)
+    if not items:
+        return []
+    weights = [factual_boost if q.get("type") in FACTUAL_TYPES else 1.0 for q in items]
+    chosen: list[dict] = []
+    for _ in range(min(n, len(items))):
+        q = rng.choices(items, weights)[0]
+        if q not in chosen:
+            chosen.append(q)
+    return [(q["question"], q["answer"]) for q in chosen]
+
+
+def conversation(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfig) -> list[tuple[str, str]]:
+    if stage == 1 or rng.random() < cfg.p_caption:
+        turn = caption_turn(row, rng)
+        if turn:
+            return [turn]
+    n = rng.choice((2, 3)) if rng.random() < cfg.p_multi_turn else 1
+    return qa_turns(row, rng, n, cfg.factual_boost) or ([t] if (t := caption_turn(row, rng)) else [])
+
+
+class ExampleSet:
+    """Map-style examples: item i is a seeded random conversation about row i mod rows (its features)."""
+
+    def __init__(self, rows, features, tokenizer, model_cfg, cfg: UnderstandConfig, stage: int):
+        self.rows, self.features, self.tok, self.k, self.cfg, self.stage = rows, features, tokenizer, model_cfg.k, \
+            cfg, stage
+
+    def __len__(self) -> int:
+        return len(self.rows) * 16
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        rng = random.Random(self.cfg.seed * 1_000_003 + i)
+        row = self.rows[i % len(self.rows)]
+        turns = conversation(row, self.stage, rng, self.cfg)
+        enc = encode_conversation(self.tok, turns)
+        room = self.cfg.max_len - len(enc.before) - self.k
+        enc.after, enc.labels = enc.after[:room], enc.labels[:room]
+        return {"enc": enc, "midi_features": torch.from_numpy(self.features[i % len(self.rows)])}
+
+
+def make_collator(model):
+    import torch
+
+    def collate(items: list[dict]) -> dict:
+        b = model.batch([it["enc"] for it in items])
+        b["midi_features"] = torch.stack([it["midi_features"] for it in items])
+        return b
+
+    return collate
+
+
+# --- stage 0: the text LM --------------------------------------------------------------------------
+
+
+def text_conversations(rows: list[dict], rng: random.Random, n: int) -> list[list[tuple[str, str]]]:
+    """n conversations (captions and QA, 1-3 turns) of random rows, as stage 0 reads them."""
+    cfg = UnderstandConfig(data="", output="", p_caption=0.2, p_multi_turn=0.3, factual_boost=1.0)
+    out = []
+    for _ in range(n):
+        turns = conversation(rng.choice(rows), 2, rng, cfg)
+        if turns:
+            out.append(turns)
+    return out
+
+
+def train_text_llm(cfg: UnderstandConfig) -> Path:
+    """Stage 0: tokenizer and a small Llama trained from scratch on the train split's text."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from midilm.models.tokenizer import train_text_tokenizer
+    from midilm.train.t2m import PackedStream, _collate, _iterable
+
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_train_rows(cfg.data, cfg.max_rows, cfg.seed)
+    rng = random.Random(cfg.seed)
+    sample = text_conversations(rows, rng, 60000)
+    texts = [q + "\n" + a for conv in sample for q, a in conv]
+    from midilm.understand.prompt import ASSISTANT, SYSTEM, USER
+
+    tok_dir = out / "tokenizer"
+    if cfg.resume and (tok_dir / "tokenizer.json").is_file():  # a resumed run must keep its vocabulary
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    else:
+        tokenizer = train_text_tokenizer(texts + [SYSTEM + USER + ASSISTANT] * 50, cfg.text_vocab, tok_dir)
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
+        max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0,
+    )
+    model = LlamaForCausalLM(config)
+
+    def example(r: random.Random):
+        convs = text_conversations(rows, r, 1)
+        ids = text_only(tokenizer, convs[0]) if convs else [tokenizer.bos_token_id]
+        return ids, list(ids)
+
+    stream = PackedStream(example, cfg.text_max_len, tokenizer.pad_token_id, cfg.seed)
+    args = _training_args(cfg, out, "stage0")
+    from transformers import Trainer
+
+    trainer = Trainer(model=model, args=args, train_dataset=_iterable(stream), data_collator=_collate)
+    trainer.train(resume_from_checkpoint=_resume(cfg, out, "stage0"))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    _finish(cfg, out, [dict(h, stage="stage0") for h in trainer.state.log_history], "text LM (stage 0)")
+    return out
+
+
+# --- stages 1 and 2 ---------------------------------------------------------------------------------
+
+
+def _training_args(cfg: UnderstandConfig, out: Path, name: str):
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out / f"checkpoints-{name}"), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr,
+        warmup_steps=max(int(cfg.warmup_ratio * cfg.steps), 1), lr_scheduler_type="cosine",
+        weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
+        save_total_limit=2, bf16=cfg.bf16, report_to=[], seed=cfg.seed, dataloader_num_workers=cfg.workers,
+        remove_unused_columns=False, disable_tqdm=False, dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def _resume(cfg: UnderstandConfig, out: Path, name: str):
+    return True if cfg.resume and any((out / f"checkpoints-{name}").glob("checkpoint-*")) else None
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class UnderstandTrainer(Trainer):
+        """Checkpoints hold the trainable tensors only (projector, LoRA): the frozen parts never change,
+        and the default resume path loads a partial state dict non-strictly."""
+
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            model = self.accelerator.unwrap_model(self.model)
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            full = model.state_dict()
+            state = {n: full[n].detach().cpu().contiguous() for n in trainable if n in full}
+            super()._save(output_dir, state_dict=state)
+
+    return UnderstandTrainer
+
+
+def build_model(cfg: UnderstandConfig):
+    """Stage 1: encoder + LLM + a fresh projector; stage 2: the stage-1 model with a new LoRA adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from midilm.models.encoder import MusicBertModel
+    from midilm.models.midi_llama import MidiLlama, MidiLlamaConfig
+
+    torch.manual_seed(cfg.seed)
+    if cfg.stage == 2:
+        if not cfg.init:
+            raise ValueError("stage 2 needs --init: the stage-1 model directory")
+        model = MidiLlama.from_pretrained(cfg.init, trainable=True)
+        if not hasattr(model.llm, "peft_config"):
+            model.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        model.freeze_llm()
+        model.projector.requires_grad_(True)
+        return model, Path(cfg.init) / "encoder"
+    if not cfg.encoder or not cfg.llm:
+        raise ValueError("stage 1 needs --encoder (a MusicBERT directory) and --llm (a local causal LM directory)")
+    encoder = MusicBertModel.from_pretrained(cfg.encoder, local_files_only=True, use_safetensors=True,
+                                             dtype=torch.float32)
+    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, local_files_only=True, use_safetensors=True,
+                                               dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.llm, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    mcfg = MidiLlamaConfig(encoder_hidden=encoder.config.hidden_size, llm_hidden=llm.config.hidden_size, k=cfg.k,
+                           projector=cfg.projector, max_windows=cfg.max_windows)
+    model = MidiLlama(encoder, llm, tokenizer, mcfg)
+    model.freeze_llm()
+    return model, Path(cfg.encoder)
+
+
+def train_understand(cfg: UnderstandConfig) -> Path:
+    """Run one stage and save a loadable directory at `cfg.output` (stage 0: an LLM directory)."""
+    if cfg.stage == 0:
+        return train_text_llm(cfg)
+    if cfg.stage not in (1, 2):
+        raise ValueError(f"stage must be 0, 1 or 2, got {cfg.stage}")
+    import torch
+
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    model, encoder_dir = build_model(cfg)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
+    rows = load_train_rows(cfg.data, cfg.max_rows, cfg.seed)
+    notes = row_notes(rows, cache)
+    features = row_features(model, rows, notes, encoder_dir, cache)
+    keep = [i for i, n in enumerate(notes) if n is not None]
+    if not keep:
+        raise ValueError(f"no readable training rows in {cfg.data}")
+    rows, features = [rows[i] for i in keep], features[keep]
+    name = f"stage{cfg.stage}"
+    data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage)
+    trainer = _trainer_class()(model=model, args=_training_args(cfg, out, name), train_dataset=data,
+                               data_collator=make_collator(model))
+    trainer.train(resume_from_checkpoint=_resume(cfg, out, name))
+    history = [dict(h, stage=name) for h in trainer.state.log_history]
+    before = Path(cfg.init or cfg.llm or "") / "loss_history.json"  # earlier stages' curves go first
+    if before.is_file():
+        history = json.loads(before.read_text()) + history
+    model.save_pretrained(out, dtype=torch.bfloat16 if cfg.save_dtype == "bf16" else None)
+    _finish(cfg, out, history, f"MIDI-LLaMA ({name})")
+    return out
+
+
+def _finish(cfg: UnderstandConfig, out: Path, history: list[dict], title: str) -> None:
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    plot_losses(history, out / "loss.png", title)
+
+
+def plot_losses(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset = 0
+    for stage in dict.fromkeys(h["stage"] for h in history):
+        pts = [(h["step"], h["loss"]) for h in history if h["stage"] == stage and "loss" in h]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot([x + offset for x in xs], ys, label=stage)
+            offset += max(xs)
+    ax.set_xlabel("step (stages one after another)")
+    ax.set_ylabel("training loss (nats per answer token)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,167 @@
+"""MIDI-LLaMA on real (tiny, randomly initialised) parts: layout, freezing, answer-only loss, learning, round trip."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from midilm.codecs.octuple import encode_piece  # noqa: E402
+from midilm.models.midi_llama import MidiLlama, MidiLlamaConfig, select_windows  # noqa: E402
+from midilm.music.examples import example_piece  # noqa: E402
+from midilm.understand.prompt import IGNORE, encode_conversation  # noqa: E402
+
+TEXTS = ["It is in G major.", "It is in C minor.", "The tempo is about 120 bpm.", "A short piano snippet in D major.",
+         "What key is this piece in?", "Describe this piece of music.", "The time signature is 3/4."] * 20
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from midilm.models.encoder import MusicBertConfig, MusicBertModel
+    from midilm.models.tokenizer import train_text_tokenizer
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("parts")
+    enc = MusicBertModel(MusicBertConfig.tiny(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                              intermediate_size=64, max_notes=64))
+    enc.save_pretrained(root / "encoder")
+    tok = train_text_tokenizer(TEXTS, 300, root / "llm")
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    llm.save_pretrained(root / "llm")
+    return root
+
+
+def _model(parts, k=2, projector="linear"):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from midilm.models.encoder import MusicBertModel
+
+    enc = MusicBertModel.from_pretrained(parts / "encoder")
+    llm = AutoModelForCausalLM.from_pretrained(parts / "llm")
+    tok = AutoTokenizer.from_pretrained(parts / "llm")
+    cfg = MidiLlamaConfig(encoder_hidden=32, llm_hidden=32, k=k, projector=projector, max_windows=3)
+    torch.manual_seed(1)
+    m = MidiLlama(enc, llm, tok, cfg)
+    m.freeze_llm()
+    return m
+
+
+@pytest.fixture(scope="module")
+def notes():
+    return [encode_piece(example_piece()), encode_piece(example_piece().excerpt(0.0, 8.0))]
+
+
+def test_windows_spread_over_a_long_piece():
+    n = np.zeros((1000, 8), dtype=np.int64)
+    n[:, 0] = np.arange(1000) // 10
+    ws = select_windows(n, 64, 4)
+    assert len(ws) == 4 and all(len(w) == 64 for w in ws)
+    assert ws[0][0, 0] == 0  # bars restart at 0 in each window
+    assert len(select_windows(n[:100], 64, 4)) == 2
+
+
+def test_answer_only_labels(parts):
+    m = _model(parts)
+    enc = encode_conversation(m.tokenizer, [("What key is this piece in?", "It is in G major."),
+                                            ("And the tempo?", "The tempo is about 120 bpm.")])
+    b = m.batch([enc, encode_conversation(m.tokenizer, [("Describe this piece of music.", "A piano.")])])
+    labels, ids = b["labels"][0], b["input_ids"][0]
+    learned = m.tokenizer.decode(ids[labels != IGNORE])
+    assert "G major" in learned and "120 bpm" in learned
+    assert "What key" not in learned and "tempo?" not in learned and "music expert" not in learned
+    assert (labels[b["slot"][0] : b["slot"][0] + 2] == IGNORE).all()  # the MIDI slot is never a target
+    assert (b["labels"][1][b["attention_mask"][1] == 0] == IGNORE).all()  # nor padding
+
+
+def test_only_projector_and_lora_get_gradients(parts, notes):
+    m = _model(parts).add_lora(r=4, alpha=8, dropout=0.0)
+    m.freeze_llm()
+    m.train()
+    assert not m.encoder.training  # frozen encoder stays in eval mode (no dropout)
+    from midilm.models.encoder import batch_ids
+
+    feats = m.features(notes)
+    encs = [encode_conversation(m.tokenizer, [("What key is this piece in?", "It is in G major.")])] * 2
+    b = m.batch(encs)
+    m(midi_features=feats, **b).loss.backward()
+    grads = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("projector.") for n in grads)
+    assert any("lora_B" in n for n in grads)
+    assert all(n.startswith("projector.") or "lora_" in n for n in grads), grads
+    assert not any(p.requires_grad for p in m.encoder.parameters())
+    # even run on raw ids, the encoder keeps no graph
+    out = m.encoder(batch_ids([notes[1][:10]])).last_hidden_state
+    assert not out.requires_grad or not any(p.requires_grad for p in m.encoder.parameters())
+
+
+def test_a_few_steps_reduce_the_loss(parts, notes):
+    m = _model(parts, projector="mlp").add_lora(r=8, alpha=16, dropout=0.0)
+    m.freeze_llm()
+    m.train()
+    feats = m.features(notes)
+    answers = ["It is in G major.", "It is in C minor."]
+    b = m.batch([encode_conversation(m.tokenizer, [("What key is this piece in?", a)]) for a in answers])
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = m(midi_features=feats, **b).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.93 * losses[0], str([round(x, 3) for x in losses])
+
+
+def test_save_load_round_trip(parts, notes, tmp_path):
+    m = _model(parts, k=3).add_lora(r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():  # make the adapter non-trivial
+        for n, p in m.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    m.eval()
+    encs = [encode_conversation(m.tokenizer, [("What key is this piece in?", None)])] * 2
+    feats = m.features(notes)
+    b = m.batch(encs, left_pad=True)
+    with torch.no_grad():
+        before = m(midi_features=feats, **b).logits
+    text = m.generate(feats, encs, max_new_tokens=12, temperature=0.8, seed=3)
+    m.save_pretrained(tmp_path / "model")
+    names = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"encoder", "llm", "adapter", "projector.safetensors", "midilm.json"} <= names
+    assert not list((tmp_path / "model").rglob("*.bin")) and not list((tmp_path / "model").rglob("*.pt"))
+    for merge in (False, True):
+        again = MidiLlama.from_pretrained(tmp_path / "model", merge_lora=merge)
+        assert again.config.k == 3
+        f2 = again.features(notes)
+        assert torch.allclose(feats, f2)
+        with torch.no_grad():
+            after = again(midi_features=f2, **b).logits
+        assert torch.allclose(before, after, atol=1e-4)
+        assert again.generate(f2, encs, max_new_tokens=12, temperature=0.8, seed=3) == text
+
+
+def test_greedy_batch_matches_single(parts, notes):
+    m = _model(parts)
+    m.eval()
+    qs = [("What key is this piece in?", None)], [("Describe this piece of music.", None)]
+    encs = [encode_conversation(m.tokenizer, q) for q in qs]
+    feats = m.features(notes)
+    both = m.generate(feats, encs, max_new_tokens=10)
+    one = [m.generate(feats[i : i + 1], encs[i : i + 1], max_new_tokens=10)[0] for i in range(2)]
+    assert both == one
+
+
+def test_empty_notes_rejected(parts):
+    m = _model(parts)
+    with pytest.raises(ValueError, match="no notes"):
+        m.features([np.zeros((0, 8), dtype=np.int64)])
+    random.seed(0)

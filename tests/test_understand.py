@@ -1,0 +1,89 @@
+"""The shipped understanding model and `midilm describe / ask / chat` as users run them (offline, real files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from midilm.understand.model import default_understand_model_path, model_kind
+from tests.conftest import shared_path
+
+MODEL = default_understand_model_path()
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_PROXY": "*",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+shipped = pytest.mark.skipif(not MODEL.is_dir(), reason="no understanding model shipped in this checkout")
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "midilm.cli", *args], capture_output=True, text=True, input=stdin,
+                          timeout=180, env=OFFLINE)
+
+
+def test_corrupt_and_missing_files_fail_with_one_line():
+    bad = shared_path("fixtures", "MIDIs_corrupted", "ValueError_Control168.mid")
+    for args in (("ask", str(bad), "What key is this piece in?"), ("describe", "/nonexistent/x.mid")):
+        r = run(*args)
+        assert r.returncode == 1
+        assert r.stderr.startswith("midilm: error: cannot read MIDI") and len(r.stderr.strip().splitlines()) == 1
+        assert r.stdout == ""
+
+
+def test_missing_model_directory_is_one_line(tmp_path):
+    good = shared_path("fixtures", "MIDIs_one_track", "POP909_008.mid")
+    r = run("ask", str(good), "What key?", "--model", str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "model directory not found" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "midilm.json").write_text(json.dumps({"kind": "no-such-kind"}))
+    r = run("describe", str(good), "--model", str(tmp_path / "other"))
+    assert r.returncode == 1 and "unknown model kind" in r.stderr
+
+
+@shipped
+def test_shipped_model_layout_and_size():
+    assert model_kind(MODEL) == "midi-llama"
+    names = {p.name for p in MODEL.iterdir()}
+    assert {"encoder", "llm", "adapter", "projector.safetensors", "midilm.json", "README.md"} <= names
+    files = [p for p in MODEL.rglob("*") if p.is_file()]
+    assert not any(p.suffix in (".bin", ".pt", ".pkl", ".pth") for p in files)  # safetensors only
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+
+
+@shipped
+def test_ask_names_a_key_for_a_held_out_file():
+    from midilm.annotate.questions import normalise_key
+
+    heldout = shared_path("pop909", "POP909", "010", "010.mid")  # song numbers divisible by 10 are held out
+    r = run("ask", str(heldout), "What key is this piece in?")
+    assert r.returncode == 0, r.stderr
+    assert normalise_key(r.stdout) is not None, r.stdout
+
+
+@shipped
+def test_chat_reads_questions_from_a_pipe_until_quit():
+    heldout = shared_path("nottingham", "MIDI", "ashover1.mid")  # index row 0: held out
+    r = run("chat", str(heldout), stdin="What key is this piece in?\nWhat is the time signature?\nquit\nignored\n")
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    assert len(lines) == 2
+    assert any(c.isdigit() for c in lines[1])  # a meter such as 6/8
+
+
+@shipped
+def test_python_api_describe_and_batches_agree():
+    pytest.importorskip("torch")
+    from midilm.music.midi_io import read_midi
+    from midilm.understand import load_understanding_model
+
+    model = load_understanding_model()
+    piece = read_midi(shared_path("pop909", "POP909", "020", "020.mid"))
+    one = model.describe(piece)
+    assert len(one.split()) >= 3
+    assert model.describe_many([piece, piece]) == [one, one]
+    q = "What is the time signature?"
+    assert model.ask_many([piece], [q]) == [model.ask(piece, q)]
+    sampled = {model.describe(piece, temperature=1.0, seed=s) for s in (1, 2, 3)}
+    assert model.describe(piece, temperature=1.0, seed=1) in sampled and len(sampled) > 1

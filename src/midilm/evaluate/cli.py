@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def cmd_eval_generate(args: argparse.Namespace) -> int:
-    from midilm.evaluate.generation import evaluate_generation, read_prompts
+    from midilm.evaluate.generation import evaluate_files, evaluate_generation, read_prompts
     from midilm.evaluate.report import write_generation_report
     from midilm.generate.cli import _load
     from midilm.generate.pipeline import GenerateOptions
@@ -20,6 +20,16 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{flag}: folder not found: {path}")
     if args.encoder is not None and not (Path(args.encoder) / "config.json").is_file():
         raise FileNotFoundError(f"--encoder: {args.encoder} is not a model folder (no config.json)")
+    if args.midi:
+        if args.model or args.unconditioned:
+            raise ValueError("--midi scores existing files: it takes no --model or --unconditioned")
+        report = evaluate_files(prompts, args.midi, args.out, reference_dir=args.reference, encoder_dir=args.encoder,
+                                clap_model=args.clap_model, fad_model=args.fad_model)
+        index = write_generation_report(report, args.out, midi_dir=args.midi)
+        print(json.dumps(report["summary"], indent=2))
+        print(f"scored {len(prompts)} files of {args.midi}; wrote report.json and {index} to {args.out}",
+              file=sys.stderr)
+        return 0
     model = _load(args)
     options = GenerateOptions(seed=args.seed, max_tokens=args.max_tokens, temperature=args.temperature,
                               top_p=args.top_p)
@@ -90,6 +100,8 @@ def register(sub) -> None:
     q.add_argument("--prompts", required=True, metavar="PROMPTS.jsonl")
     q.add_argument("--out", required=True, metavar="DIR")
     q.add_argument("--model", default=None, help="model directory (default: the shipped one)")
+    q.add_argument("--midi", default=None, metavar="DIR",
+                   help="score existing <id>.mid files (any system's outputs) instead of generating")
     q.add_argument("--unconditioned", action="store_true", help="ignore the prompts (the baseline to beat)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--max-tokens", type=int, default=1023)

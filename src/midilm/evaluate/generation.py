@@ -141,24 +141,67 @@ def evaluate_generation(model, prompts: list[dict], out_dir: str | Path, options
         valid = gen.report.dropped == 0 and len(gen.piece) > 0
         items.append(score_item(str(item["id"]), targets, measure(gen.piece), valid))
         pieces.append(gen.piece)
+    extra = {"unconditioned": unconditioned, "model": str(getattr(model, "path", "") or ""),
+             "options": {k: v for k, v in vars(options).items()}}
+    return _finish(items, pieces, prompts, out, out, reference_dir, encoder_dir, clap_model, fad_model, extra)
+
+
+def evaluate_files(prompts: list[dict], midi_dir: str | Path, out_dir: str | Path,
+                   reference_dir: str | Path | None = None, encoder_dir: str | Path | None = None,
+                   clap_model: str | Path | None = None, fad_model: str | Path | None = None,
+                   progress: bool = True) -> dict:
+    """Score MIDI files another system generated (`midi_dir/<id>.mid`, one per prompt) like our own
+    generations, and write `out_dir/report.json`. A missing or unreadable file counts as invalid."""
+    from midilm.errors import MidilmError
+    from midilm.music.midi_io import read_midi
+    from midilm.music.piece import empty_piece
+
+    if not Path(midi_dir).is_dir():
+        raise FileNotFoundError(f"folder of generated MIDI not found: {midi_dir}")
+    if reference_dir is not None and not Path(reference_dir).is_dir():
+        raise FileNotFoundError(f"reference folder not found: {reference_dir}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items, pieces = [], []
+    iterator = prompts
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(prompts, desc="scoring", unit="file")
+    for item in iterator:
+        path = Path(midi_dir) / f"{item['id']}.mid"
+        try:
+            piece = read_midi(path)
+        except (MidilmError, OSError):
+            piece = empty_piece()
+        items.append(score_item(str(item["id"]), targets_of(item), measure(piece), len(piece) > 0))
+        pieces.append(piece)
+    extra = {"unconditioned": False, "model": f"files in {midi_dir}", "options": {}}
+    return _finish(items, pieces, prompts, Path(midi_dir), out, reference_dir, encoder_dir, clap_model, fad_model,
+                   extra)
+
+
+def _finish(items: list[dict], pieces: list, prompts: list[dict], midi_dir: Path, out: Path,
+            reference_dir: str | Path | None, encoder_dir: str | Path | None, clap_model: str | Path | None,
+            fad_model: str | Path | None, extra: dict) -> dict:
+    """Set metrics, audio metrics and report.json for scored items."""
     summary = summarise(items)
-    sets = score_sets(items, pieces, reference_dir, encoder_dir, progress=progress)
+    sets = score_sets(items, pieces, reference_dir, encoder_dir)
     if clap_model or fad_model:
         from midilm.evaluate.audio import audio_metrics
 
-        sets["audio"] = audio_metrics(out, prompts, reference_dir, clap_model=clap_model, fad_model=fad_model)
+        sets["audio"] = audio_metrics(midi_dir, prompts, reference_dir, clap_model=clap_model, fad_model=fad_model,
+                                      out_dir=out)
     else:
         sets["audio"] = {"note": "FAD and CLAP skipped: pass --clap-model (a local LAION-CLAP checkpoint) "
                                  "and/or --fad-model to compute them"}
-    report = {"summary": summary, "items": items, "sets": sets, "unconditioned": unconditioned,
-              "model": str(getattr(model, "path", "") or ""), "reference": str(reference_dir or ""),
-              "options": {k: v for k, v in vars(options).items()}}
+    report = {"summary": summary, "items": items, "sets": sets, "reference": str(reference_dir or ""), **extra}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
 def score_sets(items: list[dict], pieces: list, reference_dir: str | Path | None,
-               encoder_dir: str | Path | None = None, progress: bool = False) -> dict:
+               encoder_dir: str | Path | None = None) -> dict:
     """Per-item symbolic features (added to each item) and, with references, the set comparisons."""
     from midilm.errors import MidilmError
     from midilm.evaluate.sets import (

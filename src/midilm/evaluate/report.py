@@ -235,8 +235,9 @@ def plot_accuracy(accuracy: dict, path: Path) -> Path:
 # ------------------------------------------------------------------------------------- text-to-MIDI page
 
 def write_generation_report(report: dict, out_dir: str | Path, model_dir: str | Path | None = None,
-                            samples: int = 4) -> Path:
-    """Plots, report.md and index.html for `midilm eval generate`; returns the index path."""
+                            samples: int = 4, midi_dir: str | Path | None = None) -> Path:
+    """Plots, report.md and index.html for `midilm eval generate`; returns the index path. The samples'
+    piano rolls come from `midi_dir/<id>.mid` (default: the output folder)."""
     from midilm.errors import MidilmError
     from midilm.music.midi_io import read_midi
     from midilm.music.pianoroll import pianoroll_png
@@ -315,7 +316,7 @@ def write_generation_report(report: dict, out_dir: str | Path, model_dir: str | 
         if shown >= samples:
             break
         try:
-            piece = read_midi(out / f"{it['id']}.mid")
+            piece = read_midi(Path(midi_dir or out) / f"{it['id']}.mid")
         except MidilmError:
             continue
         name = f"pianoroll_{shown}.png"

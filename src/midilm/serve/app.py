@@ -63,6 +63,15 @@ class GenJob:
     context: list[int] = field(default_factory=list)
 
 
+@dataclass
+class AskJob:
+    """A caption (no question) or an answer, with the chat's earlier (question, answer) turns."""
+
+    piece: Any
+    question: str | None = None
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+
 # --- helpers run on worker threads ---------------------------------------------------------------------
 
 
@@ -162,10 +171,24 @@ def create_app(models: Models | None = None, limits: Limits | None = None) -> Fa
         gens = generate(models.t2m, p.prompt, p.options, p.context)
         return [sample_json(g, limits.max_notes_returned) for g in gens], 1
 
+    def run_understanding(job) -> str:
+        p = job.payload
+        if p.question is None:
+            return models.understanding.describe(p.piece)
+        return models.understanding.ask(p.piece, p.question, history=p.history or None)
+
+    def run_understanding_batch(jobs) -> list[str]:
+        # captions batch with captions, first questions with first questions (the model's *_many calls)
+        pieces = [j.payload.piece for j in jobs]
+        if jobs[0].payload.question is None:
+            return models.understanding.describe_many(pieces)
+        return models.understanding.ask_many(pieces, [j.payload.question for j in jobs])
+
     workers = {
         "generate": Worker("generate", run_generation, run_generation_batch, queue_size=limits.queue_size,
                            max_batch=limits.max_batch),
-        "understand": Worker("understand", lambda job: job.payload(), queue_size=limits.queue_size),
+        "understand": Worker("understand", run_understanding, run_understanding_batch, queue_size=limits.queue_size,
+                             max_batch=limits.max_batch),
         "tools": Worker("tools", lambda job: job.payload(), queue_size=limits.queue_size, threads=2),
     }
 
@@ -334,7 +357,7 @@ def create_app(models: Models | None = None, limits: Limits | None = None) -> Fa
         _, piece = await read_upload(file)
         need_understanding()
         t0 = time.perf_counter()
-        caption = await run("understand", lambda: models.understanding.describe(piece))
+        caption = await run("understand", AskJob(piece), batch_key="describe")
         return {"caption": str(caption), "model": _understanding_name(models),
                 "elapsed_seconds": round(time.perf_counter() - t0, 3)}
 
@@ -352,7 +375,7 @@ def create_app(models: Models | None = None, limits: Limits | None = None) -> Fa
         _, piece = await read_upload(file)
         need_understanding()
         t0 = time.perf_counter()
-        answer = await run("understand", lambda: models.understanding.ask(piece, question, history=turns or None))
+        answer = await run("understand", AskJob(piece, question, turns), batch_key=None if turns else "ask")
         return {"answer": str(answer), "question": question, "model": _understanding_name(models),
                 "elapsed_seconds": round(time.perf_counter() - t0, 3)}
 

@@ -35,7 +35,8 @@ def test_bench_quick(tmp_path):
     assert table.count("\n| ") >= 6 and (out / "bench.md").read_text().count("| codec |") == 2
 
 
-def test_bench_refuses_unknown_sections(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "midilm.cli", "bench", "--quick", "--only", "codec,nope", "--out",
-                        str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "unknown section" in r.stderr and not (tmp_path / "b").exists()
+def test_bench_refuses_unknown_sections(tmp_path, capsys):
+    from midilm.cli import main
+
+    assert main(["bench", "--quick", "--only", "codec,nope", "--out", str(tmp_path / "b")]) == 1
+    assert "unknown section(s) for --only: nope" in capsys.readouterr().err and not (tmp_path / "b").exists()

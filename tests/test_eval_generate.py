@@ -110,10 +110,12 @@ def test_eval_prompts_copies_references(tmp_path):
     assert (tmp_path / "refs" / "a.mid").read_bytes() == song.read_bytes()
 
 
-def test_encoder_that_is_no_model_is_refused_before_generating(tmp_path):
+def test_encoder_that_is_no_model_is_refused_before_generating(tmp_path, capsys):
+    from midilm.cli import main
+
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "one", "prompt": "A piano piece."}) + "\n")
-    r = subprocess.run([sys.executable, "-m", "midilm.cli", "eval", "generate", "--prompts", str(prompts),
-                        "--out", str(tmp_path / "o"), "--encoder", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "no config.json" in r.stderr and not (tmp_path / "o").exists()
+    rc = main(["eval", "generate", "--prompts", str(prompts), "--out", str(tmp_path / "o"), "--encoder", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("midilm: error:") and "no config.json" in err
+    assert not (tmp_path / "o").exists()

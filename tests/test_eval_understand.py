@@ -83,8 +83,14 @@ def test_eval_understand_end_to_end(dataset, tmp_path):
     assert re.search(r"^\| key \| \d+\.\d \|", (out / "report.md").read_text(), re.MULTILINE)
 
 
-def test_bad_dataset_folder_is_one_line_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "midilm.cli", "eval", "understand", "--data", str(tmp_path), "--out",
-                        str(tmp_path / "o"), "--model", "analysis"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and r.stderr.startswith("midilm: error:") and "not a midilm dataset" in r.stderr
+def test_bad_input_is_one_line_error(tmp_path, dataset, capsys):
+    from midilm.cli import main
+
+    out = str(tmp_path / "o")
+    assert main(["eval", "understand", "--data", str(tmp_path), "--out", out, "--model", "analysis"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("midilm: error:") and "not a midilm dataset" in err and err.count("\n") == 1
+    assert main(["eval", "understand", "--data", str(dataset), "--out", out, "--model", "analysis",
+                 "--types", "key,nonsense"]) == 1
+    assert "unknown question type(s) for --types: nonsense" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

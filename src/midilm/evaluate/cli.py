@@ -62,7 +62,8 @@ def cmd_eval_understand(args: argparse.Namespace) -> int:
     skip = ("bertscore",) if args.no_bertscore else ()
     report = evaluate_understanding(answerer, rows, args.out, bertscore_model=args.bertscore_model,
                                     qa_per_row=args.qa_per_row, skip_metrics=skip, types=types)
-    index = write_understanding_report(report, args.out)
+    model_dir = args.model if args.model not in (None, "analysis") else getattr(answerer, "path", None)
+    index = write_understanding_report(report, args.out, model_dir=model_dir)
     summary = report["summary"]
     metrics = ("bleu4", "meteor", "rouge_l", "bertscore")
     shown = {k: summary[k] for k in ("rows", "questions", "factual_accuracy")}

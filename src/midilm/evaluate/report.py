@@ -202,13 +202,25 @@ def plot_loss_history(model_dir: str | Path | None, path: Path) -> Path | None:
     hist_file = Path(model_dir) / "loss_history.json"
     if not hist_file.is_file():
         return None
-    from midilm.train.t2m import plot_losses
-
-    history = [dict(h, stage=h.get("stage", "training")) for h in json.loads(hist_file.read_text())
-               if isinstance(h, dict)]
-    if not any("loss" in h for h in history):
+    history = [h for h in json.loads(hist_file.read_text()) if isinstance(h, dict) and "loss" in h and "step" in h]
+    if not history:
         return None
-    plot_losses(history, path)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    offset = 0
+    for stage in dict.fromkeys(str(h.get("stage", "training")) for h in history):
+        pts = [(h["step"], h["loss"]) for h in history if str(h.get("stage", "training")) == stage]
+        xs, ys = zip(*pts)
+        ax.plot([x + offset for x in xs], ys, label=stage)  # stages one after another on one step axis
+        offset += max(xs)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"Training loss of {Path(model_dir).name}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path
 
 
@@ -336,7 +348,8 @@ def write_generation_report(report: dict, out_dir: str | Path, model_dir: str | 
 
 # ------------------------------------------------------------------------------------ understanding page
 
-def write_understanding_report(report: dict, out_dir: str | Path, samples: int = 3) -> Path:
+def write_understanding_report(report: dict, out_dir: str | Path, samples: int = 3,
+                               model_dir: str | Path | None = None) -> Path:
     """Plots, report.md and index.html for `midilm eval understand`; returns the index path."""
     from midilm.errors import MidilmError
     from midilm.evaluate.understanding import row_piece
@@ -368,6 +381,9 @@ def write_understanding_report(report: dict, out_dir: str | Path, samples: int =
     if acc:
         p = plot_accuracy(acc, plots / "accuracy_by_type.png")
         blocks.append(("img", f"plots/{p.name}", "Factual accuracy per question type"))
+    loss = plot_loss_history(model_dir, plots / "loss.png")
+    if loss:
+        blocks.append(("img", f"plots/{loss.name}", "Training loss of the evaluated model"))
     records = []
     pred_file = out / "predictions.jsonl"
     if pred_file.is_file():

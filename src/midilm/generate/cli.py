@@ -15,6 +15,7 @@ def default_model_path() -> Path:
 
 
 def _load(args):
+    from midilm.cli import CliError
     from midilm.models.midi_llm import load_text_to_midi
 
     path = Path(args.model) if args.model else default_model_path()
@@ -24,7 +25,17 @@ def _load(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    return load_text_to_midi(path, device=args.device)
+    # other commands (midilm eval generate) share this loader without the backend options
+    backend, gguf = getattr(args, "backend", "transformers"), getattr(args, "gguf", None)
+    options = {}
+    if backend == "llamacpp":
+        options = {"gguf": gguf, "gguf_type": args.gguf_type, "threads": args.threads}
+    elif gguf:
+        raise CliError("--gguf is for --backend llamacpp")
+    try:
+        return load_text_to_midi(path, device=args.device, backend=backend, **options)
+    except ImportError as e:  # an optional backend that is not installed: say how to get it
+        raise CliError(str(e)) from None
 
 
 def _options(args):
@@ -89,6 +100,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    from midilm.models.gguf import export_gguf
+
+    model = Path(args.model)
+    if not model.is_dir():
+        raise FileNotFoundError(f"model directory not found: {model}")
+    out = Path(args.output)
+    if out.suffix != ".gguf":
+        raise ValueError(f"the output should end in .gguf: {out}")
+    export_gguf(model, out, args.type)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})", file=sys.stderr)
+    return 0
+
+
 def _positive(kind):
     def parse(text: str):
         try:
@@ -104,6 +129,8 @@ def _positive(kind):
 
 def register(sub) -> None:
     from midilm.cli import _bpm, _meter
+    from midilm.generate.backends import BACKENDS
+    from midilm.models.gguf import GGUF_TYPES
 
     p = sub.add_parser("generate", help="write MIDI from a text description")
     p.add_argument("prompt", nargs="?", metavar="PROMPT")
@@ -127,4 +154,19 @@ def register(sub) -> None:
     p.add_argument("--png", action="store_true", help="also draw a piano roll")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (one is as fast as two for tiny models)")
+    p.add_argument("--backend", choices=BACKENDS, default="transformers",
+                   help="what runs the model: transformers (default), llamacpp (CPU, GGUF) or vllm (GPU)")
+    p.add_argument("--gguf", metavar="MODEL.gguf", help="llamacpp: this GGUF instead of the cached conversion")
+    p.add_argument("--gguf-type", choices=GGUF_TYPES, default="q8_0",
+                   help="llamacpp: weight type of the cached conversion (f32 and f16 match transformers' "
+                        "greedy output; q8_0, the default, is fastest)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="convert a model to another format")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", parser_class=type(p))
+    g = formats.add_parser("gguf", help="a text-to-MIDI Llama checkpoint as a GGUF file for llama.cpp")
+    g.add_argument("model", metavar="MODEL_DIR")
+    g.add_argument("-o", "--output", required=True, metavar="OUT.gguf")
+    g.add_argument("--type", choices=GGUF_TYPES, default="f16", help="weight type (default f16)")
+    g.set_defaults(func=cmd_export_gguf)
+    p.set_defaults(func=lambda args: p.error("give a format: gguf"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from midilm.codecs.amt.decode import DecodeReport, decode_tokens
 from midilm.generate.grammar import GrammarConfig
-from midilm.generate.sampler import SamplingConfig, music_seconds, sample_music
+from midilm.generate.sampler import SamplingConfig, music_seconds
 from midilm.music.gm import program_from_word, programs_in_text
 
 # a representative bpm for each tempo word a prompt may use (the middle of its Italian bin)
@@ -105,7 +105,7 @@ def estimate_bpm(piece) -> float | None:
 
 def generate(model, prompt: str, options: GenerateOptions | None = None, context: list[int] = (),
              controls: list[int] = ()) -> list[Generation]:
-    """Sample `options.n` pieces for a prompt with a loaded TextToMidiModel."""
+    """Sample `options.n` pieces for a prompt with a loaded TextToMidiModel (on whichever backend it was loaded)."""
     options = options or GenerateOptions()
     if len(prompt) > 4000:
         raise ValueError(f"prompt is {len(prompt)} characters, over the 4000 limit")
@@ -127,7 +127,7 @@ def generate(model, prompt: str, options: GenerateOptions | None = None, context
         long_sampling = _replace(sampling, seconds=options.seconds or MAX_SECONDS)
         result = sample_long(model, prompt_ids, long_sampling, grammar, list(context), list(controls))
     else:
-        result = sample_music(model.model, prompt_ids, model.layout.music_offset, sampling, grammar, context, controls)
+        result = model.sample(prompt_ids, sampling, grammar, context, controls)
     elapsed = time.perf_counter() - t0
     out = []
     for k, tokens in enumerate(result.tokens):
@@ -138,7 +138,8 @@ def generate(model, prompt: str, options: GenerateOptions | None = None, context
             chosen_bpm = estimate_bpm(rough) or 120.0
         piece, report = decode_tokens(full, bpm=chosen_bpm, time_signature=meter or (4, 4))
         settings = {
-            "prompt": prompt, "model": model.path, "sample": k, "seed": options.seed, "n": options.n,
+            "prompt": prompt, "model": model.path, "backend": model.backend, "sample": k, "seed": options.seed,
+            "n": options.n,
             "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
             "max_tokens": options.max_tokens, "seconds": options.seconds, "constrained": options.constrained,
             "instruments": instruments, "bpm": round(chosen_bpm, 2),
@@ -190,8 +191,7 @@ def sample_long(model, prompt_ids, sampling: SamplingConfig, grammar: GrammarCon
             left = total - offset
             cfg = replace(sampling, n=1, seed=seed, seconds=min(left, MAX_TIME - 1) / 100.0,
                           max_new_tokens=max(sampling.max_new_tokens - new_count, 3))
-            r = sample_music(model.model, prompt_ids, model.layout.music_offset, cfg, window_grammar, window,
-                             win_controls)
+            r = model.sample(prompt_ids, cfg, window_grammar, window, win_controls)
             steps += r.steps
             new = r.tokens[0]
             produced += _shift(new, offset)

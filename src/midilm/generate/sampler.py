@@ -1,17 +1,24 @@
-"""Grammar-constrained sampling of AMT music with a transformers causal LM and its KV cache.
+"""Grammar-constrained sampling of AMT music, one loop for every backend that can score a next token.
 
-One loop, nanoGPT-style: run the prompt once, then one token per step for all samples of the batch.
-At each step the logits outside what the grammar allows are set to -inf (only music ids, the slot
-order, non-decreasing time, the instrument allow-list, at most 15 melodic instruments, a cap on notes
-per onset), then temperature, top-k and top-p apply and one id is drawn. Anticipated controls (a
-melody to accompany) are forced into the sequence 5 s ahead of their time, as AMT was trained.
-A sequence stops at `max_new_tokens`, at `seconds` of music, or when the grammar has nothing left.
+nanoGPT-style: run the prompt once, then one token per step for all samples of the batch. The loop
+asks each sequence's `MusicSequence` what may come next (a block of ids, a note mask, or one forced
+id), asks the backend for the logits of that block only, applies temperature, top-k and top-p and
+draws one id. What differs between backends is only how they score: a `Decoder` runs the prompt
+(`start`), appends one id per sequence (`feed`) and returns the next-token logits of a sequence for an
+id range (`logits`); see `backends/transformers.py` and `backends/llamacpp.py`. vLLM runs its own loop
+and applies the same `MusicSequence` rules from a logits processor (`backends/vllm.py`).
+
+The grammar: only music ids, the slot order, non-decreasing time, the instrument allow-list, at most 15
+melodic instruments, a cap on notes per onset. Anticipated controls (a melody to accompany) are forced
+into the sequence 5 s ahead of their time, as AMT was trained. A sequence stops at `max_new_tokens`,
+at `seconds` of music, or when the grammar has nothing left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -69,36 +76,108 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
-class _SliceHead:
-    """The model split into its decoder and output layer, so a step computes only the logit rows it needs
-    (a time, duration or note block is 1-16k of the vocabulary's rows; the output layer dominates tiny
-    models' cost). Models whose logits are more than a linear map of the last hidden state use the full
-    forward pass."""
+def window_grammar(grammar: GrammarConfig | None, seconds: float | None) -> GrammarConfig:
+    """The grammar with its last onset moved in to `seconds` of music, when a length is asked for."""
+    grammar = grammar or GrammarConfig()
+    if seconds is None:
+        return grammar
+    return replace(grammar, max_time=min(MAX_TIME - 1, int(seconds * 100) - 1))
 
-    def __init__(self, model):
-        self.model = model
-        self.out = model.get_output_embeddings()
-        cfg = model.config
-        self.split = (
-            hasattr(model, "get_decoder") and self.out is not None
-            and not getattr(cfg, "final_logit_softcapping", None) and getattr(cfg, "logit_scale", None) in (None, 1.0)
-        )
-        self.vocab = int(cfg.vocab_size)
 
-    def step(self, input_ids: torch.Tensor, past):
-        if self.split:
-            res = self.model.get_decoder()(input_ids=input_ids, past_key_values=past, use_cache=True)
-            return res.last_hidden_state[:, -1, :], res.past_key_values
-        res = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
-        return res.logits[:, -1, :], res.past_key_values
+# --- one sequence's rules ----------------------------------------------------------------------------
 
-    def logits(self, hidden: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        if not self.split:
-            return hidden[lo:hi].float().cpu()
-        row = self.out.weight[lo:hi] @ hidden
-        if getattr(self.out, "bias", None) is not None:
-            row = row + self.out.bias[lo:hi]
-        return row.float().cpu()
+
+@dataclass(frozen=True)
+class Choice:
+    """What may come next, in AMT ids: [lo, hi), further narrowed by `mask` (note slot), or one forced id."""
+
+    lo: int
+    hi: int
+    mask: np.ndarray | None = None
+    forced: bool = False
+
+
+class MusicSequence:
+    """One sample being written: its grammar state, the controls still to force in, and its ids so far.
+
+    `choice()` says what may come next (None once the sequence is finished: see `reason`); `accept(id)`
+    records the id that was chosen. Both take and give AMT ids; backends add the vocabulary offset.
+    """
+
+    def __init__(self, grammar: GrammarConfig, constrained: bool = True, context: Sequence[int] = (),
+                 controls: Sequence[int] = (), max_new_tokens: int = 2046):
+        self.state = AmtGrammar(grammar)
+        for tok in context:  # the given part of the piece: the grammar walks it, without constraints
+            _walk_unchecked(self.state, int(tok))
+        self.constrained = constrained
+        self.max_new_tokens = max_new_tokens
+        self.pending = _controls_by_time(controls)
+        self.queue: list[int] = []  # a control triplet being forced in
+        self.tokens: list[int] = []
+        self.done = False
+        self.reason = ""
+
+    def choice(self) -> Choice | None:
+        if self.done:
+            return None
+        st = self.state
+        if st.slot == TIME and self.pending and not self.queue and st.time >= self.pending[0][0] - DELTA:
+            self.queue = list(self.pending.pop(0)[1])
+        if self.queue:
+            return Choice(self.queue[0], self.queue[0] + 1, forced=True)
+        if not self.constrained:
+            # MIDI-LLM's only constraint: any music id (events, controls, separator), no grammar
+            return Choice(0, SEPARATOR + 1)
+        if not st.can_continue():
+            self.done, self.reason = True, "window full"
+            return None
+        if st.slot == NOTE:
+            return Choice(NOTE_OFFSET, REST, st.allowed_notes())
+        lo, hi = st.allowed_range()
+        return Choice(lo, hi)
+
+    def accept(self, amt: int) -> None:
+        if self.done:
+            raise ValueError("the sequence is finished")
+        if self.queue:
+            if amt != self.queue[0]:
+                raise ValueError(f"id {amt} given where the control id {self.queue[0]} is forced")
+            self.queue.pop(0)
+        if not self.constrained:
+            _walk_unchecked(self.state, amt)
+        elif amt < CONTROL_OFFSET:  # forced controls are outside the grammar
+            self.state.advance(amt)
+        self.tokens.append(amt)
+        if len(self.tokens) >= self.max_new_tokens:
+            self.done, self.reason = True, "max tokens"
+
+
+# --- backends ------------------------------------------------------------------------------------------
+
+
+class Decoder(Protocol):
+    """What the loop needs from a backend: next-token logits for n sequences that share a prompt."""
+
+    def start(self, prompt: list[int], n: int, max_new_tokens: int) -> None:
+        """Run the prompt once for n sequences."""
+
+    def feed(self, ids: list[int | None]) -> None:
+        """Append one id to each sequence; None for a finished sequence (a backend may skip it)."""
+
+    def logits(self, i: int, lo: int, hi: int) -> torch.Tensor:
+        """Float32 CPU logits of sequence i's next token for the ids [lo, hi) of the full vocabulary."""
+
+
+def as_decoder(model) -> Decoder:
+    """A Decoder as is; a transformers model wrapped in a TransformersDecoder."""
+    if all(hasattr(model, name) for name in ("start", "feed", "logits")):
+        return model
+    from midilm.generate.backends.transformers import TransformersDecoder
+
+    return TransformersDecoder(model)
+
+
+# --- the loop -------------------------------------------------------------------------------------------
 
 
 def _draw(row: torch.Tensor, base: int, sampling: SamplingConfig, gen: torch.Generator) -> int:
@@ -112,7 +191,6 @@ def _controls_by_time(controls: Sequence[int]) -> list[tuple[int, list[int]]]:
     return sorted(((t[0] - ATIME_OFFSET, t) for t in trip), key=lambda x: x[0])
 
 
-@torch.no_grad()
 def sample_music(
     model,
     prompt_ids: Sequence[int],
@@ -124,82 +202,43 @@ def sample_music(
 ) -> SampleResult:
     """Sample music ids after `prompt_ids` (which end with the start-of-music flag).
 
-    `context`: AMT events already in the piece (continuation), appended to the prompt and walked by
-    the grammar. `controls`: AMT control triplets (ids >= CONTROL_OFFSET) to interleave for
-    accompaniment or infilling.
+    `model`: a transformers causal LM or any `Decoder`. `context`: AMT events already in the piece
+    (continuation), appended to the prompt and walked by the grammar. `controls`: AMT control triplets
+    (ids >= CONTROL_OFFSET) to interleave for accompaniment or infilling.
     """
     sampling = sampling or SamplingConfig()
     sampling.validate()
-    grammar = grammar or GrammarConfig()
-    if sampling.seconds is not None:
-        grammar = GrammarConfig(**{**grammar.__dict__, "max_time": min(MAX_TIME - 1, int(sampling.seconds * 100) - 1)})
-    device = next(model.parameters()).device
+    grammar = window_grammar(grammar, sampling.seconds)
     n = sampling.n
     gen = torch.Generator(device="cpu")
     gen.manual_seed(sampling.seed if sampling.seed is not None else int(torch.seed() % (2**63)))
-
-    states = [AmtGrammar(grammar) for _ in range(n)]
-    for tok in context:  # the given part of the piece: the grammar walks it, without constraints
-        for st in states:
-            _walk_unchecked(st, int(tok))
-    prompt = list(prompt_ids) + [music_offset + int(t) for t in context]
-    pending = [_controls_by_time(controls) for _ in range(n)]
-    queue: list[list[int]] = [[] for _ in range(n)]
-    out: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
-    reasons = [""] * n
-
-    head = _SliceHead(model)
-    input_ids = torch.tensor([prompt] * n, dtype=torch.long, device=device)
-    hidden, past = head.step(input_ids, None)
-    note_lo, note_hi = music_offset + NOTE_OFFSET, music_offset + REST
+    seqs = [MusicSequence(grammar, sampling.constrained, context, controls, sampling.max_new_tokens)
+            for _ in range(n)]
+    decoder = as_decoder(model)
+    decoder.start(list(prompt_ids) + [music_offset + int(t) for t in context], n, sampling.max_new_tokens)
     steps = 0
-    while not all(done):
+    while True:
         steps += 1
-        next_ids = torch.zeros(n, dtype=torch.long)
-        for i, st in enumerate(states):
-            if done[i]:
+        chosen: list[int | None] = [None] * n
+        for i, seq in enumerate(seqs):
+            c = seq.choice()
+            if c is None:
                 continue
-            if st.slot == TIME and pending[i] and not queue[i] and st.time >= pending[i][0][0] - DELTA:
-                queue[i] = list(pending[i].pop(0)[1])
-            if queue[i]:
-                next_ids[i] = music_offset + queue[i].pop(0)
+            if c.forced:
+                chosen[i] = c.lo
                 continue
-            if not sampling.constrained:
-                # MIDI-LLM's only constraint: any music id (events, controls, separator), no grammar
-                a, b = music_offset, music_offset + SEPARATOR + 1
-                next_ids[i] = _draw(head.logits(hidden[i], a, b), a, sampling, gen)
-                continue
-            if not st.can_continue():
-                done[i], reasons[i] = True, "window full"
-                continue
-            # only the allowed block's rows of the output layer are computed and sampled from
-            if st.slot == NOTE:
-                row = head.logits(hidden[i], note_lo, note_hi)
-                row = row.masked_fill(~torch.from_numpy(st.allowed_notes()), float("-inf"))
-                next_ids[i] = _draw(row, note_lo, sampling, gen)
-            else:
-                lo, hi = st.allowed_range()
-                a, b = music_offset + lo, music_offset + hi
-                next_ids[i] = _draw(head.logits(hidden[i], a, b), a, sampling, gen)
-        for i in range(n):
-            if done[i]:
-                continue
-            tok = int(next_ids[i])
-            amt = tok - music_offset
-            if not sampling.constrained:
-                _walk_unchecked(states[i], amt)
-            elif amt < CONTROL_OFFSET:  # forced controls are outside the grammar
-                states[i].advance(amt)
-            out[i].append(amt)
-            if len(out[i]) >= sampling.max_new_tokens:
-                done[i], reasons[i] = True, "max tokens"
-        if all(done):
+            # only the allowed block's logits are computed and sampled from
+            row = decoder.logits(i, music_offset + c.lo, music_offset + c.hi)
+            if c.mask is not None:
+                row = row.masked_fill(~torch.from_numpy(c.mask), float("-inf"))
+            chosen[i] = _draw(row, c.lo, sampling, gen)
+        for seq, amt in zip(seqs, chosen):
+            if amt is not None:
+                seq.accept(amt)
+        if all(seq.done for seq in seqs):
             break
-        hidden, past = head.step(next_ids.view(n, 1).to(device), past)
-    for i in range(n):
-        out[i] = _trim_partial(out[i])
-    return SampleResult(out, steps, reasons)
+        decoder.feed([None if amt is None else music_offset + amt for amt in chosen])
+    return SampleResult([_trim_partial(s.tokens) for s in seqs], steps, [s.reason for s in seqs])
 
 
 def _walk_unchecked(st: AmtGrammar, amt: int) -> None:

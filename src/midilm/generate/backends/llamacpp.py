@@ -1,0 +1,188 @@
+"""The llama.cpp backend: the model as GGUF, run through llama-cpp-python's C API, scoring next tokens for the loop.
+
+The shared loop in `generate/sampler.py` does all the sampling (grammar, temperature, top-k/p, seeds);
+this module only runs the prompt once, copies its KV cache to the n sequences (a unified cache, so the
+copies share cells), feeds one id per live sequence per step and hands back slices of the logits. The
+GGUF is converted from the HF checkpoint on first use and cached (`midilm.models.gguf`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MAX_CONTEXT = 1 << 17  # KV cells for all sequences together; past it a call fails with a clear message
+_LOG: list[str] = []  # llama.cpp's recent warnings and errors, quoted when loading fails
+_LOG_HANDLER = None
+
+
+def _quiet_logs(L) -> None:
+    """Route llama.cpp's logging away from stderr, keeping warnings and errors for our error messages."""
+    global _LOG_HANDLER
+    if _LOG_HANDLER is not None:
+        return
+
+    def handler(level, text, _user):
+        if level >= 3 and text:  # GGML_LOG_LEVEL_WARN and above
+            _LOG.append(text.decode("utf-8", "replace").strip())
+            del _LOG[:-20]
+
+    _LOG_HANDLER = L.llama_log_callback(handler)  # kept referenced: llama.cpp calls it from C
+    L.llama_log_set(_LOG_HANDLER, ctypes.c_void_p())
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ImportError("the llamacpp backend needs llama-cpp-python: pip install 'midilm[llamacpp]' "
+                          "(it compiles llama.cpp, which needs g++ and cmake)") from e
+    return llama_cpp
+
+
+class LlamaCppDecoder:
+    """A `Decoder` (see `generate/sampler.py`) over a GGUF file."""
+
+    def __init__(self, gguf_path: str | Path, threads: int = 1):
+        L = import_llama_cpp()
+        self.L = L
+        self.path = Path(gguf_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {self.path}")
+        _quiet_logs(L)
+        L.llama_backend_init()
+        params = L.llama_model_default_params()
+        params.n_gpu_layers = 0
+        _LOG.clear()
+        self.model = L.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self.model:
+            raise ValueError(f"llama.cpp could not load {self.path}: {' | '.join(_LOG[-3:]) or 'no reason given'}")
+        self.n_vocab = int(L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model)))
+        self.threads = max(1, int(threads))
+        self.exact = self._is_f32()
+        self.handles = _Handles(L, self.model)
+        self.n_ctx = self.n_seq = self.n_batch = 0
+        self.pos: list[int] = []
+        self.rows: dict[int, int] = {}  # sequence -> its row in the last decode's logits
+        self._finalizer = weakref.finalize(self, self.handles.free)
+
+    @property
+    def ctx(self):
+        return self.handles.ctx
+
+    @property
+    def batch(self):
+        return self.handles.batch
+
+    def _is_f32(self) -> bool:
+        buf = ctypes.create_string_buffer(64)
+        n = self.L.llama_model_meta_val_str(self.model, b"general.file_type", buf, len(buf))
+        return n > 0 and buf.value == b"0"
+
+    def _context(self, cells: int, n: int) -> None:
+        """A context with room for `cells` KV cells and n sequences; the old one is reused when it fits."""
+        L = self.L
+        if cells > MAX_CONTEXT:
+            raise ValueError(f"{cells} tokens of KV cache asked for (prompt plus n x max_new_tokens), over the "
+                             f"llama.cpp backend's {MAX_CONTEXT}: lower n or max_tokens")
+        if self.ctx is not None and cells <= self.n_ctx and n <= self.n_seq:
+            L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+            return
+        self.handles.free_context()
+        p = L.llama_context_default_params()
+        p.n_ctx = max(256, -(-cells // 256) * 256)
+        p.n_batch = p.n_ubatch = max(512, n)
+        p.n_seq_max = max(1, n)
+        p.kv_unified = True  # the n sequences share the prompt's cells instead of each holding a copy
+        p.n_threads = p.n_threads_batch = self.threads
+        if self.exact:
+            # full precision end to end, so greedy output matches the transformers backend's
+            p.type_k = p.type_v = L.GGML_TYPE_F32
+            p.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        _LOG.clear()
+        ctx = L.llama_init_from_model(self.model, p)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context: {' | '.join(_LOG[-3:]) or 'no reason given'}")
+        self.handles.ctx, self.handles.batch = ctx, L.llama_batch_init(p.n_batch, 0, p.n_seq_max)
+        self.n_ctx, self.n_seq, self.n_batch = p.n_ctx, p.n_seq_max, p.n_batch
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of (token, position, sequence, wants logits) items."""
+        b = self.batch
+        b.n_tokens = len(items)
+        for k, (tok, pos, seq, out) in enumerate(items):
+            b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = tok, pos, 1, out
+            b.seq_id[k][0] = seq
+        rc = self.L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed (code {rc}): {' | '.join(_LOG[-3:]) or 'no reason given'}")
+
+    def start(self, prompt: list[int], n: int, max_new_tokens: int) -> None:
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        if max(prompt) >= self.n_vocab or min(prompt) < 0:
+            raise ValueError(f"prompt ids must be in 0..{self.n_vocab - 1}")
+        self._context(len(prompt) + n * (max_new_tokens + 1), n)
+        for lo in range(0, len(prompt), self.n_batch):
+            chunk = prompt[lo : lo + self.n_batch]
+            self._decode([(t, lo + k, 0, lo + k == len(prompt) - 1) for k, t in enumerate(chunk)])
+        mem = self.L.llama_get_memory(self.ctx)
+        for s in range(1, n):
+            self.L.llama_memory_seq_cp(mem, 0, s, -1, -1)
+        last = (len(prompt) - 1) % self.n_batch
+        self.rows = dict.fromkeys(range(n), last)
+        self.pos = [len(prompt)] * n
+
+    def feed(self, ids: list[int | None]) -> None:
+        live = [(i, t) for i, t in enumerate(ids) if t is not None]
+        if not live:
+            return
+        self._decode([(t, self.pos[i], i, True) for i, t in live])
+        self.rows = {i: k for k, (i, _) in enumerate(live)}
+        for i, _ in live:
+            self.pos[i] += 1
+
+    def logits(self, i: int, lo: int, hi: int) -> torch.Tensor:
+        ptr = self.L.llama_get_logits_ith(self.ctx, self.rows[i])
+        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return torch.from_numpy(row[lo:hi].copy())
+
+    def close(self) -> None:
+        """Free the context and the model now (otherwise done when the decoder is collected)."""
+        self._finalizer()
+
+
+class _Handles:
+    """The C objects, apart from the decoder so that freeing them does not keep the decoder alive."""
+
+    def __init__(self, L, model):
+        self.L, self.model, self.ctx, self.batch = L, model, None, None
+
+    def free_context(self) -> None:
+        if self.batch is not None:
+            self.L.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx is not None:
+            self.L.llama_free(self.ctx)
+            self.ctx = None
+
+    def free(self) -> None:
+        self.free_context()
+        if self.model is not None:
+            self.L.llama_model_free(self.model)
+            self.model = None
+
+
+def load_llamacpp(model_dir: str | Path, gguf: str | Path | None = None, gguf_type: str = "q8_0", threads: int = 1,
+                  cache_dir: str | Path | None = None) -> LlamaCppDecoder:
+    """A decoder for a model directory: its cached GGUF (converted on first use), or the GGUF file given."""
+    import_llama_cpp()
+    if gguf is None:
+        from midilm.models.gguf import cached_gguf
+
+        gguf = cached_gguf(model_dir, gguf_type, cache_dir)
+    return LlamaCppDecoder(gguf, threads=threads)

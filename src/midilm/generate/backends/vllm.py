@@ -1,0 +1,312 @@
+"""The vLLM backend (GPU): vLLM runs the sampling loop, a logits processor applies the same AMT grammar.
+
+vLLM's V1 engine takes custom logits processors as classes given to `LLM(..., logits_processors=[...])`,
+with per-request settings in `SamplingParams(extra_args=...)`; per-request callables in SamplingParams
+are gone. vLLM 0.33 has two model runners with two processor interfaces: Model Runner V2 (the default
+where it applies; `vllm.v1.worker.gpu.sample.logits_processor.LogitsProcessor`: `add_request(slot,
+params)` and `apply(logits, ctx)` with the rows' slots, positions and input ids) and the legacy V1
+runner (`vllm.v1.sample.logits_processor.LogitsProcessor`: `update_state(BatchUpdate)` with live
+references to each request's output ids, then `apply(logits)`). Both classes below wrap one pure-Python
+core, `GrammarBatch`: a `MusicSequence` (the rules of `generate/sampler.py`) per request slot, advanced
+by the request's new output ids, and the row mask it implies (the allowed block, the note mask, a forced
+control id, or only the stop id once the grammar is finished). The core needs no vLLM and is tested on
+CPU. Temperature, top-k, top-p and seeds are vLLM's own. Speculative decoding is not supported (one
+logits row per request is assumed).
+
+Run on a GPU: `midilm generate "..." -o out.mid --backend vllm --model DIR` (see docs/backends.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from midilm.generate.grammar import GrammarConfig
+from midilm.generate.sampler import MusicSequence, SampleResult, SamplingConfig, _trim_partial, window_grammar
+
+ARGS_KEY = "midilm_grammar"  # the key of our settings in SamplingParams.extra_args
+PROCESSOR_V2 = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"
+PROCESSOR_V1 = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessorV1"
+
+
+# --- per-request settings, JSON-safe (they cross vLLM's process boundary in msgpack) -------------------
+
+
+def request_args(music_offset: int, stop_id: int, prompt_len: int, sampling: SamplingConfig,
+                 grammar: GrammarConfig, context: Sequence[int] = (), controls: Sequence[int] = ()) -> dict:
+    g = asdict(grammar)
+    g["instruments"] = None if grammar.instruments is None else sorted(grammar.instruments)
+    g["pitch_range"] = list(grammar.pitch_range)
+    return {"music_offset": int(music_offset), "stop_id": int(stop_id), "prompt_len": int(prompt_len),
+            "constrained": bool(sampling.constrained), "max_new_tokens": int(sampling.max_new_tokens),
+            "grammar": g, "context": [int(t) for t in context], "controls": [int(t) for t in controls]}
+
+
+def validate_args(args: dict) -> None:
+    """Raise ValueError for settings a request cannot run with (vLLM calls this at admission)."""
+    if not isinstance(args, dict):
+        raise ValueError(f"extra_args[{ARGS_KEY!r}] must be a dict")
+    for key in ("music_offset", "stop_id", "prompt_len", "max_new_tokens"):
+        if not isinstance(args.get(key), int) or args[key] < 0:
+            raise ValueError(f"extra_args[{ARGS_KEY!r}][{key!r}] must be a non-negative integer")
+    _sequence(args)
+
+
+def _sequence(args: dict) -> MusicSequence:
+    g = dict(args.get("grammar") or {})
+    g["pitch_range"] = tuple(g.get("pitch_range", (0, 127)))
+    instruments = g.pop("instruments", None)
+    grammar = GrammarConfig.make(instruments, **g)
+    return MusicSequence(grammar, bool(args.get("constrained", True)), args.get("context", ()),
+                         args.get("controls", ()), int(args["max_new_tokens"]))
+
+
+# --- the core: grammar state per slot and the masks it gives --------------------------------------------
+
+
+class _Slot:
+    def __init__(self, args: dict):
+        self.seq = _sequence(args)
+        self.offset, self.stop_id, self.prompt_len = args["music_offset"], args["stop_id"], args["prompt_len"]
+        self.seen = 0  # output ids already walked
+        self.ended = False  # the stop id was sampled, or an id broke the grammar: only the stop id may follow
+        self.error = ""
+
+    def take(self, token: int) -> None:
+        self.seen += 1
+        if self.ended:
+            return
+        if token == self.stop_id or self.seq.done:
+            self.ended = True
+            return
+        try:
+            self.seq.accept(token - self.offset)
+        except ValueError as e:  # another stage overrode our mask: stop the request rather than the engine
+            self.ended, self.error = True, str(e)
+
+
+class GrammarBatch:
+    """The grammar of every constrained request in a vLLM batch, keyed by the request's slot (row index)."""
+
+    def __init__(self) -> None:
+        self.slots: dict[int, _Slot] = {}
+
+    def add(self, slot: int, extra_args: dict | None) -> bool:
+        """Start a request's state; False (and no state) for a request without our settings."""
+        args = (extra_args or {}).get(ARGS_KEY)
+        self.slots.pop(slot, None)
+        if args is None:
+            return False
+        self.slots[slot] = _Slot(args)
+        return True
+
+    def remove(self, slot: int) -> None:
+        self.slots.pop(slot, None)
+
+    def move(self, src: int, dst: int, swap: bool) -> None:
+        a, b = self.slots.pop(src, None), self.slots.pop(dst, None)
+        if a is not None:
+            self.slots[dst] = a
+        if swap and b is not None:
+            self.slots[src] = b
+
+    def observe(self, slot: int, output_ids: Sequence[int]) -> None:
+        """Walk the output ids the slot has not seen yet (the V1 runner's live list of a request's ids)."""
+        s = self.slots.get(slot)
+        if s is None:
+            return
+        for token in output_ids[s.seen :]:
+            s.take(int(token))
+
+    def observe_last(self, slot: int, position: int, last_token: int) -> None:
+        """Model Runner V2: the row computes the token after `position`, whose input id is `last_token`."""
+        s = self.slots.get(slot)
+        if s is None:
+            return
+        produced = position + 1 - s.prompt_len  # output ids up to and including the input id
+        if produced <= s.seen:  # a prefill chunk, or a request resumed after preemption
+            return
+        if produced > s.seen + 1:
+            s.ended, s.error = True, f"output ids {s.seen}..{produced - 2} were never seen (speculative decoding?)"
+            return
+        s.take(int(last_token))
+
+    def allowed(self, slot: int) -> tuple[int, int, torch.Tensor | None]:
+        """[lo, hi) of vocabulary ids the slot may sample next, with a boolean mask over them or None."""
+        s = self.slots[slot]
+        choice = None if s.ended else s.seq.choice()
+        if choice is None:
+            return s.stop_id, s.stop_id + 1, None
+        mask = None if choice.mask is None else torch.from_numpy(choice.mask)
+        return s.offset + choice.lo, s.offset + choice.hi, mask
+
+    def mask_row(self, logits: torch.Tensor, row: int, slot: int) -> None:
+        """Set every logit of `row` that the slot's grammar does not allow to -inf, in place."""
+        lo, hi, mask = self.allowed(slot)
+        r = logits[row]
+        keep = r[lo:hi].clone()
+        if mask is not None:
+            keep.masked_fill_(~mask.to(keep.device, non_blocking=True), float("-inf"))
+        r.fill_(float("-inf"))
+        r[lo:hi] = keep
+
+
+# --- vLLM's two processor interfaces --------------------------------------------------------------------
+
+try:
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as _V2Base
+except ImportError:  # no vLLM here (or one without Model Runner V2)
+    _V2Base = None
+try:
+    from vllm.v1.sample.logits_processor import LogitsProcessor as _V1Base
+except ImportError:
+    _V1Base = None
+
+
+if _V2Base is not None:
+
+    class MidiGrammarLogitsProcessor(_V2Base):
+        """Model Runner V2: state is keyed by request slot; each row says its slot, position and input id."""
+
+        def __init__(self, vllm_config, *args, **kwargs):
+            self.batch = GrammarBatch()
+
+        @classmethod
+        def validate_params(cls, sampling_params) -> None:
+            args = (sampling_params.extra_args or {}).get(ARGS_KEY)
+            if args is not None:
+                validate_args(args)
+
+        def is_argmax_invariant(self) -> bool:
+            return False
+
+        def add_request(self, req_idx: int, sampling_params) -> bool:
+            return self.batch.add(req_idx, sampling_params.extra_args)
+
+        def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
+            if not self.batch.slots:
+                return logits
+            # one host copy per step: the grammar state lives in Python
+            slots = ctx.expanded_idx_mapping.tolist()
+            positions, inputs = ctx.pos.tolist(), ctx.input_ids.tolist()
+            for row, slot in enumerate(slots):
+                if slot in self.batch.slots:
+                    self.batch.observe_last(slot, positions[row], inputs[row])
+                    self.batch.mask_row(logits, row, slot)
+            return logits
+
+
+if _V1Base is not None:
+    from vllm.v1.sample.logits_processor import MoveDirectionality as _Move
+
+    class MidiGrammarLogitsProcessorV1(_V1Base):
+        """The legacy V1 model runner: rows are batch indices, kept in step by BatchUpdate."""
+
+        def __init__(self, vllm_config, device, is_pin_memory):
+            self.batch = GrammarBatch()
+            self.outputs: dict[int, list[int]] = {}  # slot -> the request's live list of output ids
+
+        @classmethod
+        def validate_params(cls, sampling_params) -> None:
+            args = (sampling_params.extra_args or {}).get(ARGS_KEY)
+            if args is not None:
+                validate_args(args)
+
+        def is_argmax_invariant(self) -> bool:
+            return False
+
+        def update_state(self, batch_update) -> None:
+            if batch_update is not None:
+                for slot in batch_update.removed:
+                    self.batch.remove(slot)
+                    self.outputs.pop(slot, None)
+                for added in batch_update.added:
+                    slot, params, output_ids = added[0], added[1], added[-1]
+                    if self.batch.add(slot, params.extra_args):
+                        self.outputs[slot] = output_ids
+                    else:
+                        self.outputs.pop(slot, None)
+                for src, dst, direction in batch_update.moved:
+                    swap = direction == _Move.SWAP
+                    self.batch.move(src, dst, swap)
+                    a, b = self.outputs.pop(src, None), self.outputs.pop(dst, None)
+                    if a is not None:
+                        self.outputs[dst] = a
+                    if swap and b is not None:
+                        self.outputs[src] = b
+            for slot, output_ids in self.outputs.items():
+                self.batch.observe(slot, output_ids)
+
+        def apply(self, logits: torch.Tensor) -> torch.Tensor:
+            for slot in self.batch.slots:
+                if slot < logits.shape[0]:
+                    self.batch.mask_row(logits, slot, slot)
+            return logits
+
+
+# --- loading and sampling --------------------------------------------------------------------------------
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError("the vllm backend needs vLLM and a CUDA GPU: pip install 'midilm[vllm]' "
+                          "(vLLM pins its own torch build)") from e
+    return vllm
+
+
+def load_vllm(model_dir: str | Path, dtype: str | None = None, device: str | None = None, **llm_options):
+    """A `vllm.LLM` for a local model directory with our grammar processor installed."""
+    vllm = import_vllm()
+    if device not in (None, "cuda", "gpu"):
+        raise ValueError(f"the vllm backend runs on a CUDA GPU; device {device!r} is not supported")
+    options = {"dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype or "", "auto"),
+               **llm_options}
+    try:
+        return vllm.LLM(model=str(model_dir), logits_processors=[PROCESSOR_V2], **options)
+    except ValueError as e:
+        if "not a subclass" not in str(e) or _V1Base is None:
+            raise
+        # this engine picked the legacy V1 model runner, which takes the other interface
+        return vllm.LLM(model=str(model_dir), logits_processors=[PROCESSOR_V1], **options)
+
+
+def parse_output(args: dict, output_ids: Sequence[int]) -> tuple[list[int], str]:
+    """AMT ids and a stop reason from one completion's vocabulary ids (the stop id dropped)."""
+    seq = _sequence(args)
+    offset, stop = args["music_offset"], args["stop_id"]
+    for token in output_ids:
+        if token == stop or seq.done:
+            break
+        seq.accept(int(token) - offset)
+    if not seq.done:
+        seq.choice()  # sets the reason when the grammar has nothing left
+    return _trim_partial(seq.tokens), seq.reason or ("max tokens" if len(seq.tokens) >= seq.max_new_tokens
+                                                     else "stopped")
+
+
+def sample_music_vllm(llm, prompt_ids: Sequence[int], music_offset: int, sampling: SamplingConfig | None = None,
+                      grammar: GrammarConfig | None = None, context: Sequence[int] = (),
+                      controls: Sequence[int] = (), stop_id: int = 1) -> SampleResult:
+    """`sample_music` on vLLM: the n samples are one request with n completions."""
+    from vllm import SamplingParams
+
+    sampling = sampling or SamplingConfig()
+    sampling.validate()
+    grammar = window_grammar(grammar, sampling.seconds)
+    prompt = list(prompt_ids) + [music_offset + int(t) for t in context]
+    args = request_args(music_offset, stop_id, len(prompt), sampling, grammar, context, controls)
+    params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                            top_k=sampling.top_k, seed=sampling.seed, max_tokens=sampling.max_new_tokens + 1,
+                            stop_token_ids=[stop_id], detokenize=False, extra_args={ARGS_KEY: args})
+    outputs = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
+    tokens, reasons = [], []
+    for completion in outputs[0].outputs:
+        amt, reason = parse_output(args, list(completion.token_ids))
+        tokens.append(amt)
+        reasons.append(reason)
+    return SampleResult(tokens, max((len(t) for t in tokens), default=0), reasons)

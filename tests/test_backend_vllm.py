@@ -1,0 +1,191 @@
+"""The vLLM backend's grammar core on CPU (no vLLM needed), and the real vLLM run where vLLM and a GPU exist.
+
+The core is driven the way vLLM drives it: a decoding loop over the shipped model's full-vocabulary
+logits, the processor updating its state from the output ids (the V1 runner's way) or from each row's
+position and input id (Model Runner V2's way), masking the row, then the engine picking the token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from midilm.codecs.amt import vocab  # noqa: E402
+from midilm.codecs.amt.decode import decode_tokens  # noqa: E402
+from midilm.codecs.amt.lines import as_controls  # noqa: E402
+from midilm.generate.backends.vllm import (  # noqa: E402
+    ARGS_KEY,
+    GrammarBatch,
+    parse_output,
+    request_args,
+    validate_args,
+)
+from midilm.generate.cli import default_model_path  # noqa: E402
+from midilm.generate.grammar import GrammarConfig  # noqa: E402
+from midilm.generate.sampler import SamplingConfig, sample_music, window_grammar  # noqa: E402
+
+MODEL = default_model_path()
+needs_model = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from midilm.models.midi_llm import load_text_to_midi
+
+    torch.set_num_threads(1)
+    return load_text_to_midi(MODEL)
+
+
+def _engine(m, prompt, args, style: str, max_steps: int, slot: int = 3):
+    """A greedy decoding loop standing in for vLLM's: full logits, the processor's mask, argmax."""
+    batch = GrammarBatch()
+    assert batch.add(slot, {ARGS_KEY: args})
+    ids, out, past = list(prompt), [], None
+    step_input = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(max_steps):
+            res = m.model(input_ids=step_input, past_key_values=past, use_cache=True)
+            past, logits = res.past_key_values, res.logits[:, -1, :].float().clone()
+            if style == "v1":
+                batch.observe(slot, out)
+            else:
+                batch.observe_last(slot, len(ids) - 1, ids[-1])
+            batch.mask_row(logits, 0, slot)
+            tok = int(logits[0].argmax())
+            out.append(tok)
+            ids.append(tok)
+            if tok == args["stop_id"]:
+                break
+            step_input = torch.tensor([[tok]])
+    return out
+
+
+def _melody_controls():
+    melody = []
+    for k in range(5):
+        melody += [k * 80, vocab.DUR_OFFSET + 60, vocab.NOTE_OFFSET + 73 * 128 + 70 + k]  # flute
+    return as_controls(melody)
+
+
+@needs_model
+@pytest.mark.parametrize("style", ["v1", "v2"])
+def test_processor_masks_reproduce_the_shared_loop_greedy(tiny, style):
+    m = tiny
+    grammar = GrammarConfig.make([0, 33, 128], max_notes_per_onset=3)
+    sampling = SamplingConfig(max_new_tokens=150, top_k=1, seed=0)
+    prompt = m.prompt_ids("A jazz trio with piano, bass and drums.")
+    ref = sample_music(m.model, prompt, m.layout.music_offset, sampling, grammar).tokens[0]
+    args = request_args(m.layout.music_offset, m.tokenizer.eos_token_id, len(prompt), sampling, grammar)
+    out = _engine(m, prompt, args, style, 200)
+    tokens, reason = parse_output(args, out)
+    assert tokens == ref and reason == "max tokens"
+    # at the budget the grammar is finished and only the stop id is allowed, so the request ends there
+    assert out[-1] == m.tokenizer.eos_token_id and len(out) == 151
+
+
+@needs_model
+def test_processor_forces_controls_and_stops_when_the_window_is_full(tiny):
+    m = tiny
+    controls = _melody_controls()
+    sampling = SamplingConfig(max_new_tokens=400, top_k=1, seconds=5.0)
+    grammar = window_grammar(GrammarConfig.make([0]), sampling.seconds)
+    prompt = m.prompt_ids("piano accompaniment")[:-1] + [m.layout.music_offset + vocab.ANTICIPATE]
+    context = [0, vocab.DUR_OFFSET + 50, vocab.NOTE_OFFSET + 60]
+    full_prompt = prompt + [m.layout.music_offset + t for t in context]
+    ref = sample_music(m.model, prompt, m.layout.music_offset, sampling, GrammarConfig.make([0]), context, controls)
+    args = request_args(m.layout.music_offset, m.tokenizer.eos_token_id, len(full_prompt), sampling, grammar,
+                        context, controls)
+    out = _engine(m, full_prompt, args, "v2", 450)
+    tokens, reason = parse_output(args, out)
+    assert tokens == ref.tokens[0] and reason == ref.stop_reasons[0]
+    got = [tokens[i : i + 3] for i in range(0, len(tokens), 3) if tokens[i] >= vocab.CONTROL_OFFSET]
+    assert got == [controls[i : i + 3] for i in range(0, len(controls), 3)]
+    piece, report = decode_tokens(context + tokens)
+    assert report.dropped == 0 and max(t for t in tokens[0::3] if t < vocab.CONTROL_OFFSET) < 500
+
+
+def test_mask_allows_exactly_the_grammar_block_then_only_the_stop_id():
+    offset, stop = 100, 7
+    sampling = SamplingConfig(max_new_tokens=4)
+    args = request_args(offset, stop, 10, sampling, GrammarConfig.make([0], pitch_range=(60, 61)))
+    batch = GrammarBatch()
+    batch.add(0, {ARGS_KEY: args})
+    size = offset + vocab.SEPARATOR + 10
+    logits = torch.zeros(2, size)
+    batch.mask_row(logits, 1, 0)
+    assert torch.isinf(logits[0]).sum() == 0  # other rows untouched
+    allowed = torch.isfinite(logits[1]).nonzero().flatten().tolist()
+    assert allowed == list(range(offset, offset + 401))  # time 0 .. the 4 s gap cap
+    batch.observe(0, [offset + 5, offset + vocab.DUR_OFFSET + 20])
+    logits = torch.zeros(1, size)
+    batch.mask_row(logits, 0, 0)
+    allowed = torch.isfinite(logits[0]).nonzero().flatten().tolist()
+    assert allowed == [offset + vocab.NOTE_OFFSET + 60, offset + vocab.NOTE_OFFSET + 61]
+    batch.observe(0, [offset + 5, offset + vocab.DUR_OFFSET + 20, offset + vocab.NOTE_OFFSET + 61, offset + 5])
+    logits = torch.zeros(1, size)
+    batch.mask_row(logits, 0, 0)  # four ids written: the budget is spent
+    assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [stop]
+
+
+def test_batch_bookkeeping_and_broken_grammar_ends_the_request():
+    args = request_args(50, 1, 3, SamplingConfig(), GrammarConfig())
+    batch = GrammarBatch()
+    assert not batch.add(0, None) and not batch.add(0, {"other": 1})
+    assert batch.add(0, {ARGS_KEY: args}) and batch.add(1, {ARGS_KEY: {**args, "stop_id": 2}})
+    batch.move(0, 1, swap=True)
+    assert batch.slots[0].stop_id == 2 and batch.slots[1].stop_id == 1
+    batch.move(0, 4, swap=False)
+    assert 0 not in batch.slots and batch.slots[4].stop_id == 2
+    batch.remove(4)
+    assert set(batch.slots) == {1}
+    # a prefill chunk (position before the prompt's end) walks nothing
+    batch.observe_last(1, 1, 9)
+    assert batch.slots[1].seen == 0
+    # an id the grammar forbids (a duration in the time slot) ends the request instead of raising
+    batch.observe_last(1, 3, 50 + vocab.DUR_OFFSET + 5)
+    assert batch.slots[1].ended and "not allowed" in batch.slots[1].error
+    assert batch.allowed(1) == (1, 2, None)
+
+
+def test_request_args_round_trip_and_validation():
+    grammar = GrammarConfig.make([0, 128], max_notes_per_onset=5, pitch_range=(30, 90))
+    args = request_args(2048, 1, 40, SamplingConfig(max_new_tokens=33, constrained=False), grammar, [1, 2, 3])
+    import json
+
+    args = json.loads(json.dumps(args))  # crosses a process boundary as plain data
+    validate_args(args)
+    from midilm.generate.backends.vllm import _sequence
+
+    seq = _sequence(args)
+    assert seq.state.config == grammar and seq.max_new_tokens == 33 and not seq.constrained
+    for bad in ({**args, "stop_id": -1}, {**args, "prompt_len": "x"}, "nope",
+                {**args, "grammar": {**args["grammar"], "instruments": [300]}}):
+        with pytest.raises(ValueError):
+            validate_args(bad)
+
+
+def test_parse_output_drops_the_stop_id_and_partial_events():
+    args = request_args(10, 3, 5, SamplingConfig(max_new_tokens=50), GrammarConfig())
+    ids = [10 + 0, 10 + vocab.DUR_OFFSET + 10, 10 + vocab.NOTE_OFFSET + 60, 10 + 4, 3]
+    tokens, reason = parse_output(args, ids)
+    assert tokens == [0, vocab.DUR_OFFSET + 10, vocab.NOTE_OFFSET + 60] and reason == "stopped"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
+                    reason="needs vLLM and a CUDA GPU")
+@needs_model
+def test_real_vllm_generates_valid_constrained_music(tmp_path):
+    from midilm.generate.pipeline import GenerateOptions, generate
+    from midilm.models.midi_llm import load_text_to_midi
+
+    m = load_text_to_midi(MODEL, backend="vllm", gpu_memory_utilization=0.3, enforce_eager=True)
+    gens = generate(m, "A calm piano and violin duet at 90 bpm.",
+                    GenerateOptions(seed=0, max_tokens=600, seconds=60, n=3))
+    assert len(gens) == 3
+    for g in gens:
+        assert g.report.dropped == 0 and g.settings["backend"] == "vllm" and g.settings["notes"] > 10
+        assert set(g.piece.program.tolist()) <= {0, 40}

@@ -61,7 +61,12 @@ def ensure_wordnet(source: Path = DEBIAN_WORDNET, data_dir: Path | None = None) 
         shutil.copyfile(LEXNAMES, tmp / "lexnames")
         (tmp / ".complete").write_text("copied from the Debian WordNet 3.0 packages by midilm\n")
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not complete.exists():  # not a concurrent first use that finished first
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     if str(data_dir) not in nltk.data.path:
         nltk.data.path.insert(0, str(data_dir))
     return data_dir

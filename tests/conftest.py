@@ -22,3 +22,14 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_path()
+
+
+@pytest.fixture(scope="session")
+def serve_url(tmp_path_factory):
+    """One real `midilm serve` with the shipped models and small limits on a free loopback port, shared by the
+    API and studio tests (tests/test_serve.py has the helpers)."""
+    from tests.test_serve import SERVER_ARGS, start_server, stop_server
+
+    proc, url = start_server(tmp_path_factory.mktemp("serve"), *SERVER_ARGS)
+    yield url
+    stop_server(proc)

@@ -14,18 +14,17 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from midilm.generate.cli import default_model_path  # noqa: E402
 from midilm.music.examples import example_piece  # noqa: E402
 from midilm.music.midi_io import read_midi, write_midi  # noqa: E402
-from tests.test_serve import start_server, stop_server  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+def studio(request):
     if not CHROMIUM:
         pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
     if not default_model_path().is_dir():
         pytest.skip("the shipped text-to-MIDI model is not in this install")
-    proc, url = start_server(tmp_path_factory.mktemp("studio"), "--max-tokens", "300")
+    url = request.getfixturevalue("serve_url")  # the real server, shared with tests/test_serve.py
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
@@ -33,7 +32,6 @@ def studio(tmp_path_factory):
             yield browser, url
         finally:
             browser.close()
-            stop_server(proc)
 
 
 def test_compose_play_download_and_history(studio, tmp_path):
@@ -46,7 +44,7 @@ def test_compose_play_download_and_history(studio, tmp_path):
     assert "midilm-t2m-tiny" in page.inner_text("#model-status")
     page.get_by_role("button", name="piano", exact=True).click()  # instruments are toggle chips
     page.fill("#prompt", "A gentle lullaby for piano at 80 bpm")
-    page.fill("#max-tokens", "90")
+    page.fill("#max-tokens", "45")
     page.dispatch_event("#max-tokens", "input")
     page.fill("#seed", "17")
     page.press("#prompt", "Control+Enter")  # the keyboard shortcut generates

@@ -8,21 +8,26 @@ import socket
 import sys
 from pathlib import Path
 
+from midilm.errors import MidilmError
+
+
+class ServeError(MidilmError):
+    """The server cannot start (port taken, model missing); shown as one line by the CLI."""
+
 
 def _load_t2m(args):
     """The text-to-MIDI model on the chosen backend; one readable error when it cannot load."""
-    from midilm.cli import CliError
     from midilm.generate.cli import default_model_path
 
     path = Path(args.model) if args.model else default_model_path()
     if not path.is_dir():
         hint = "" if args.model else " (no default model is shipped in this install: pass --model DIR)"
-        raise CliError(f"model directory not found: {path}{hint}")
+        raise ServeError(f"model directory not found: {path}{hint}")
     if args.backend == "vllm":
         try:
             import vllm  # noqa: F401
         except ImportError:
-            raise CliError("the vllm backend needs the vllm package and a GPU (pip install 'midilm[vllm]')") from None
+            raise ServeError("the vllm backend needs the vllm package and a GPU (pip install 'midilm[vllm]')") from None
     from midilm.models.midi_llm import load_text_to_midi
 
     if args.backend == "transformers":
@@ -32,14 +37,12 @@ def _load_t2m(args):
     if "backend" in inspect.signature(load_text_to_midi).parameters:
         return load_text_to_midi(path, device=args.device, backend=args.backend)
     if args.backend != "transformers":
-        raise CliError(f"this install's text-to-MIDI loader has no {args.backend} backend")
+        raise ServeError(f"this install's text-to-MIDI loader has no {args.backend} backend")
     return load_text_to_midi(path, device=args.device)
 
 
 def _load_understanding(args) -> tuple[object | None, str | None, str | None]:
     """(model, path, why not): a missing default model is not an error, a failing --understanding-model is."""
-    from midilm.cli import CliError
-
     if args.no_understanding:
         return None, None, "disabled with --no-understanding"
     explicit = args.understanding_model
@@ -47,21 +50,19 @@ def _load_understanding(args) -> tuple[object | None, str | None, str | None]:
         from midilm.understand import load_understanding_model
     except ImportError as e:
         if explicit:
-            raise CliError(f"cannot load the understanding model: {e}") from None
+            raise ServeError(f"cannot load the understanding model: {e}") from None
         return None, None, "this install has no midilm.understand"
     try:
         model = load_understanding_model(explicit)
     except Exception as e:  # the shipped default may be absent in this install: serve without it
         if explicit:
-            raise CliError(f"cannot load the understanding model {explicit}: {e}") from None
+            raise ServeError(f"cannot load the understanding model {explicit}: {e}") from None
         return None, None, f"{type(e).__name__}: {e}"
     path = explicit or getattr(model, "path", None) or "midilm-understand-tiny"
     return model, str(path), None
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    from midilm.cli import CliError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, _, _, _, address = infos[0]
@@ -70,7 +71,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(256)
     except OSError as e:
-        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     return sock
 
 

@@ -318,6 +318,7 @@ async function generate(req, { label } = {}) {
     placeholder.remove();
     showEntry(entry, true);
     saveHistory(entry);
+    revealNewest();
   } catch (e) {
     placeholder.remove();
     toast(e.message, "error");
@@ -350,6 +351,7 @@ async function continueTake(take, button, entry) {
     shell.remove();
     showEntry(next, true);
     saveHistory(next);
+    revealNewest();
   } catch (e) {
     shell.remove();
     toast(`Continue failed: ${e.message}`, "error");
@@ -364,7 +366,7 @@ function groupShell(title, status) {
   const g = document.createElement("section");
   g.className = "group";
   g.innerHTML = `<div class="group-head"><span class="prompt"></span><span class="muted small"></span></div>
-    <div class="take"><div class="roll-wrap" style="height:220px"></div></div>`;
+    <div class="take"><div class="roll-wrap loading" style="height:220px"></div></div>`;
   $(".prompt", g).textContent = title;
   $(".muted", g).textContent = status;
   $("#results-empty").hidden = true;
@@ -411,6 +413,13 @@ function showEntry(entry, fresh) {
   $("#results-empty").hidden = true;
   markHistory(entry.id);
   if (!fresh) g.scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function revealNewest() {
+  const g = $("#results .group");
+  if (!g) return;
+  const r = g.getBoundingClientRect();
+  if (r.top < 0 || r.top > window.innerHeight - 120) g.scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 function refreshEmpty() {
@@ -617,8 +626,8 @@ async function describe(file) {
     const res = await api("/v1/describe", { method: "POST", body: form });
     const data = await res.json();
     if (state.analysisFile !== file) return;
-    cap.textContent = data.caption;
-    cap.classList.add("ready");
+    cap.textContent = data.caption.trim() || "The model wrote no caption for this piece.";
+    cap.classList.toggle("ready", Boolean(data.caption.trim()));
   } catch (e) {
     if (state.analysisFile !== file) return;
     cap.textContent = e.status === 503
@@ -648,7 +657,7 @@ async function ask(question) {
     form.append("history", JSON.stringify(state.chat.slice(-(state.limits ? state.limits.max_history_turns : 20))));
     const res = await api("/v1/ask", { method: "POST", body: form });
     const data = await res.json();
-    a.textContent = data.answer;
+    a.textContent = data.answer.trim() || "(no answer)";
     a.classList.remove("pending");
     state.chat.push({ question, answer: data.answer });
   } catch (e) {

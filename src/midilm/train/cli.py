@@ -45,6 +45,7 @@ def register(sub) -> None:
 
     register_encoder(tsub)
     register_understand(tsub)
+    register_understand_baseline(tsub)
 
 
 def cmd_train_understand(args: argparse.Namespace) -> int:
@@ -79,3 +80,33 @@ def register_understand(tsub) -> None:
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_understand)
+
+
+def cmd_train_understand_baseline(args: argparse.Namespace) -> int:
+    from midilm.train.understand_baselines import BaselineConfig, train_baseline
+
+    values = {f.name: getattr(args, f.name) for f in fields(BaselineConfig) if hasattr(args, f.name)}
+    out = train_baseline(BaselineConfig(**values))
+    print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
+    return 0
+
+
+def register_understand_baseline(tsub) -> None:
+    from midilm.train.understand_baselines import BaselineConfig
+
+    q = tsub.add_parser("understand-baseline", help="understanding baselines that read the music as tokens: "
+                        "ABC text (abc) or AMT ids of a text-to-MIDI model (amt); LoRA on the stage-2 data")
+    q.add_argument("--representation", choices=("abc", "amt"), required=True)
+    q.add_argument("--data", required=True, help="dataset folder from `midilm dataset build` (train split used)")
+    q.add_argument("--llm", required=True, help="base causal LM: a stage-0 LM (abc) or a text-to-MIDI model (amt)")
+    q.add_argument("-o", "--output", required=True, help="model folder to write")
+    q.add_argument("--cache-dir", dest="cache_dir", default=None, help="music ids cache (default OUT/cache)")
+    d = BaselineConfig(data="", output="")
+    for name in ("steps", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_len", "max_midi_tokens",
+                 "max_rows", "seed", "logging_steps", "save_steps", "workers"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(d, name))
+    for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
+    q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    q.set_defaults(func=cmd_train_understand_baseline)

@@ -362,3 +362,10 @@ def test_cli_errors_are_one_line():
     r = subprocess.run([sys.executable, "-m", "midilm.cli", "serve", "--port", "70000"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "port must be 0-65535" in r.stderr
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:  # CPU machines: the vLLM backend says what it needs
+        r = subprocess.run([sys.executable, "-m", "midilm.cli", "serve", "--port", "0", "--backend", "vllm"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.startswith("midilm: error: the vllm backend needs the vllm package")
+        assert len(r.stderr.strip().splitlines()) == 1

@@ -39,6 +39,8 @@ def test_compose_play_download_and_history(studio, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: errors.append(f"outside request {r.url}")
+            if not r.url.startswith((url, "blob:", "data:")) else None)
     page.goto(url + "/")
     page.wait_for_selector("#model-status.ok")
     assert "midilm-t2m-tiny" in page.inner_text("#model-status")
@@ -127,3 +129,16 @@ def test_bad_upload_shows_an_error(studio, tmp_path):
     bad.write_text("these are not MIDI bytes")
     page.set_input_files("#file", str(bad))
     assert "not a readable MIDI file" in page.wait_for_selector(".toast.error").inner_text()
+
+
+def test_api_docs_render_from_local_files(studio):
+    browser, url = studio
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) else None)
+    page.goto(url + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    labels = page.inner_text(".swagger-ui")
+    for path in ("/v1/generate", "/v1/continue", "/v1/describe", "/v1/ask", "/v1/models", "/healthz"):
+        assert path in labels
+    assert not outside, outside  # nothing from a CDN: the docs work offline

@@ -200,8 +200,10 @@ def create_app(models: Models | None = None, limits: Limits | None = None) -> Fa
         for w in workers.values():
             await w.stop()
 
+    swagger = _swagger_assets()
     app = FastAPI(
-        title="midilm", version=_version(), lifespan=lifespan,
+        title="midilm", version=_version(), lifespan=lifespan, redoc_url=None,
+        docs_url=None if swagger else "/docs",
         description="Text to MIDI, MIDI continuation, captions and questions about MIDI files. "
                     "The studio is at `/`. Every error is JSON `{\"detail\": \"...\"}`.",
     )
@@ -403,6 +405,18 @@ def create_app(models: Models | None = None, limits: Limits | None = None) -> Fa
                                      f"{limits.max_render_seconds:.0f} s")
         return Response(await run("tools", lambda: _render(piece, limits)), media_type="audio/wav")
 
+    if swagger:  # the API docs from local files: the default page loads Swagger UI from a CDN
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="midilm API",
+                                       swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                       swagger_css_url="/docs-assets/swagger-ui.css",
+                                       swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
     # --- the studio ---
 
     @app.get("/", include_in_schema=False)
@@ -488,6 +502,16 @@ def _model_name(model: Any) -> str:
 
 def _understanding_name(models: Models) -> str:
     return Path(models.understanding_path).name if models.understanding_path else "understanding"
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files from the swagger-ui-bundle package (the `serve` extra), if installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    path = Path(swagger_ui_path)
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
 def _version() -> str:

@@ -271,6 +271,11 @@ def test_bad_uploads(client):
         for files, status, text in cases:
             r = client.post(endpoint, files=files)
             assert r.status_code == status and text in r.json()["detail"], (endpoint, r.status_code, r.text)
+    # a body without a declared length is counted as it arrives
+    head = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.mid"\r\n\r\nMThd'
+    chunks = iter([head] + [b"\0" * (1 << 20)] * 3 + [b"\r\n--xyz--\r\n"])
+    r = client.post("/v1/describe", content=chunks, headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert client.post("/v1/analyze").status_code == 422  # no file at all
     r = client.post("/v1/ask", files={"file": ("x.mid", example_midi(), "audio/midi")}, data={"question": ""})
     assert r.status_code == 422

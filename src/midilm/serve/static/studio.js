@@ -399,7 +399,7 @@ function showEntry(entry, fresh) {
       .filter(Boolean).join(" · ");
     const take = makeTake(sample, title, meta, {
       filename: `${entry.prompt}-${k + 1}`,
-      onRegenerate: entry.request ? () => {
+      onRegenerate: entry.request && entry.kind !== "continue" ? () => {
         const req = { ...entry.request };
         delete req.seed;
         generate(req);
@@ -438,7 +438,9 @@ function loadHistory() {
 }
 
 function saveHistory(entry) {
-  let items = [entry, ...loadHistory().filter((e) => e.id !== entry.id)].slice(0, HISTORY_MAX);
+  // the sampled ids are in the MIDI already: keep the history small
+  const slim = { ...entry, samples: entry.samples.map(({ tokens, ...rest }) => rest) };
+  let items = [slim, ...loadHistory().filter((e) => e.id !== entry.id)].slice(0, HISTORY_MAX);
   // the browser's quota is a few MB: drop the oldest entries until it fits
   while (items.length) {
     try {

@@ -58,6 +58,7 @@ class Worker:
         self.deferred: collections.deque[Job] = collections.deque()
         self.executor: ThreadPoolExecutor | None = None
         self.tasks: list[asyncio.Task] = []
+        self.current: list[Job] = []
         self.running = 0
         self.done = 0
         self.batches = 0
@@ -69,6 +70,8 @@ class Worker:
         self.tasks = [asyncio.create_task(self._consume()) for _ in range(self.threads)]
 
     async def stop(self) -> None:
+        for job in self.current:  # a running batch stops at its next step instead of holding up the exit
+            job.abandoned = True
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -122,10 +125,12 @@ class Worker:
                         continue
                     (batch if other.batch_key == job.batch_key else self.deferred).append(other)
             self.running += len(batch)
+            self.current += batch
             try:
                 results = await loop.run_in_executor(self.executor, self._run, batch)
             finally:
                 self.running -= len(batch)
+                self.current = [j for j in self.current if j not in batch]
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             for j, result in zip(batch, results):

@@ -6,7 +6,6 @@ questions) has its own thread, and analysis and audio rendering a third pool, so
 never blocks a caption. Every error is JSON `{"detail": "..."}`; bad input is a 4xx, never a 5xx.
 """
 
-
 import base64
 import json
 import logging
@@ -53,7 +52,6 @@ class Models:
     understanding: Any = None
     understanding_path: str | None = None
     understanding_error: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -72,7 +70,7 @@ class AskJob:
     history: list[tuple[str, str]] = field(default_factory=list)
 
 
-# --- helpers run on worker threads ---------------------------------------------------------------------
+# --- helpers -------------------------------------------------------------------------
 
 
 def notes_json(piece, limit: int) -> tuple[list[list[float]], bool]:

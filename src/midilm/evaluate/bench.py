@@ -8,9 +8,11 @@ measured in the same run, as one table (printed, and written as bench.json and b
 - training: tokens per second of the text-to-MIDI training step (forward, backward, AdamW; bf16 autocast)
   on real AMT lines, with our per-slot block loss against the usual full-vocabulary cross-entropy, on the
   shipped model's architecture with fresh weights;
-- generation: the shipped model, our constrained sampler against plain `transformers` `generate` (top-p
-  sampling, same prompt), with tokens per second, seconds for the tokens, the estimate for 2,046 tokens
-  (MIDI-LLM's sample length) and the real-time factor (seconds of music per second of compute).
+- generation: the shipped model, our constrained loop (on transformers, and on llama.cpp with a q8_0 GGUF
+  where llama-cpp-python is installed) against plain `transformers` `generate` (top-p sampling, same
+  prompt), with tokens per second by wall and by CPU time (the steadier figure on a shared machine),
+  seconds for 2,046 tokens (MIDI-LLM's sample length) and the real-time factor (seconds of music per
+  second of compute).
 
 The codec and analysis baselines live in the repository's `benchmarks/` folder (a source checkout); where
 it is absent those rows are skipped with a note. Sizes: `--quick` (seconds, for tests), the default
@@ -165,7 +167,30 @@ def bench_training(songs: list[str], size: dict, model_dir: Path, notes: list[st
                  "batch": batch, "seq": seq, "params_millions": params})]
 
 
-def bench_generation(model_dir: Path, size: dict, notes: list[str]) -> list[Row]:
+def _timed(fn):
+    """(result, wall seconds, CPU seconds of this process): CPU time is the steadier figure on a shared machine."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def _llamacpp_decoder(model_dir: Path, work: Path, threads: int, notes: list[str]):
+    """Our loop's llama.cpp decoder over a q8_0 GGUF of the model, or None (with a note) where unavailable."""
+    try:
+        import llama_cpp  # noqa: F401
+
+        from midilm.generate.backends.llamacpp import LlamaCppDecoder
+        from midilm.models.gguf import export_gguf
+    except ImportError:
+        notes.append("generation: llama.cpp not timed (llama-cpp-python is not installed)")
+        return None
+    path = export_gguf(model_dir, work / "model-q8_0.gguf", "q8_0")
+    return LlamaCppDecoder(path, threads=threads)
+
+
+def bench_generation(model_dir: Path, size: dict, notes: list[str], threads: int = 1) -> list[Row]:
+    import tempfile
+
     import torch
 
     from midilm.generate.grammar import GrammarConfig
@@ -178,34 +203,45 @@ def bench_generation(model_dir: Path, size: dict, notes: list[str]) -> list[Row]
     offset = m.layout.music_offset
     # a grammar that never runs out of room, so every run makes exactly the requested tokens
     grammar = GrammarConfig(max_notes_per_onset=10_000)
-    cfg = SamplingConfig(max_new_tokens=16, seed=0)
-    sample_music(m.model, prompt, offset, cfg, grammar)  # warm-up
-    t = time.perf_counter()
-    r = sample_music(m.model, prompt, offset, SamplingConfig(max_new_tokens=tokens, seed=0), grammar)
-    ours_s = time.perf_counter() - t
-    n_ours = len(r.tokens[0])
-    rtf = music_seconds(r.tokens[0]) / ours_s
+
+    def ours(decoder) -> tuple:
+        sample_music(decoder, prompt, offset, SamplingConfig(max_new_tokens=16, seed=0), grammar)  # warm-up
+        return _timed(lambda: sample_music(decoder, prompt, offset, SamplingConfig(max_new_tokens=tokens, seed=0),
+                                           grammar))
+
+    runs = {"transformers": ours(m.model)}
+    with tempfile.TemporaryDirectory(prefix="midilm-bench-") as tmp:
+        decoder = _llamacpp_decoder(model_dir, Path(tmp), threads, notes)
+        if decoder is not None:
+            runs["llama.cpp q8_0"] = ours(decoder)
+            del decoder
     with torch.no_grad():
         ids = torch.tensor([prompt])
-        t = time.perf_counter()
-        out = m.model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, top_p=0.98,
-                               temperature=1.0, pad_token_id=0)
-        base_s = time.perf_counter() - t
+        out, base_s, base_cpu = _timed(lambda: m.model.generate(
+            ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, top_p=0.98, temperature=1.0,
+            pad_token_id=0))
     n_base = out.shape[1] - ids.shape[1]
-    ours_tps, base_tps = n_ours / ours_s, n_base / base_s
+    base_tps = n_base / base_s
+    rows, values = [], {"baseline_tokens": n_base, "baseline_seconds": base_s, "baseline_cpu_seconds": base_cpu,
+                        "baseline_tokens_per_s": base_tps}
+    for name, (r, wall, cpu) in runs.items():
+        n = len(r.tokens[0])
+        tps = n / wall
+        rows.append(Row("generation", f"tokens/s, {tokens} new tokens, shipped model: constrained loop on {name} vs "
+                        "transformers generate", f"{tps:.0f} tok/s (CPU {n / cpu:.0f})",
+                        f"{base_tps:.0f} tok/s (CPU {n_base / base_cpu:.0f})", f"{tps / base_tps:.1f}x"))
+        key = "ours" if name == "transformers" else name.split()[0].replace(".", "")
+        values.update({f"{key}_tokens": n, f"{key}_seconds": wall, f"{key}_cpu_seconds": cpu,
+                       f"{key}_tokens_per_s": tps, f"{key}_real_time_factor": music_seconds(r.tokens[0]) / wall})
+    best = max(runs, key=lambda k: len(runs[k][0].tokens[0]) / runs[k][1])
+    best_tps = values[("ours" if best == "transformers" else best.split()[0].replace(".", "")) + "_tokens_per_s"]
     est = "" if tokens == 2046 else " (estimated from the rate)"
-    rows = [
-        Row("generation", f"tokens/s, {tokens} new tokens, shipped model, constrained sampler vs transformers generate",
-            f"{ours_tps:.0f} tok/s", f"{base_tps:.0f} tok/s", f"{ours_tps / base_tps:.1f}x"),
-        Row("generation", f"seconds for 2,046 tokens{est}", f"{2046 / ours_tps:.1f} s", f"{2046 / base_tps:.1f} s",
-            f"{ours_tps / base_tps:.1f}x"),
-        Row("generation", "real-time factor (music seconds per compute second)", f"{rtf:.1f}",
-            "- (unconstrained ids are not always music)", "-",
-            {"ours_tokens": n_ours, "ours_seconds": ours_s, "baseline_tokens": n_base, "baseline_seconds": base_s,
-             "ours_tokens_per_s": ours_tps, "baseline_tokens_per_s": base_tps, "real_time_factor": rtf}),
-    ]
-    notes.append("generation: transformers backend only (other backends are timed by benchmarks/bench_generate.py "
-                 "where available)")
+    rows.append(Row("generation", f"seconds for 2,046 tokens{est}, {best}", f"{2046 / best_tps:.1f} s",
+                    f"{2046 / base_tps:.1f} s", f"{best_tps / base_tps:.1f}x"))
+    rtf = music_seconds(runs[best][0].tokens[0]) / runs[best][1]
+    values["real_time_factor"] = rtf
+    rows.append(Row("generation", f"real-time factor (music seconds per compute second), {best}", f"{rtf:.1f}",
+                    "- (unconstrained ids are not always music)", "-", values))
     return rows
 
 
@@ -240,7 +276,7 @@ def run_bench(size_name: str = "default", data: str | Path | None = None, model_
         elif name == "training":
             rows += bench_training(songs, size, model_dir, notes)
         elif name == "generation":
-            rows += bench_generation(model_dir, size, notes)
+            rows += bench_generation(model_dir, size, notes, threads)
         seconds[name] = round(time.perf_counter() - t, 2)
     return {"size": size_name, "threads": threads, "model": str(model_dir), "rows": [vars(r) for r in rows],
             "notes": notes, "seconds": seconds, "total_seconds": round(statistics.fsum(seconds.values()), 2),

@@ -100,3 +100,16 @@ def test_set_metrics_on_real_songs(tmp_path):
         np.random.default_rng(k).integers(30, 100, 300))])) for k in range(4)]
     assert symbolic_frechet(random_feats, feats)["value"] > 10
     assert "no MIDI encoder" in encoder_frechet(songs, songs, tmp_path / "absent")["note"]
+
+
+def test_audio_metrics_skip_with_reasons(tmp_path):
+    from midilm.evaluate.audio import audio_metrics
+
+    ckpt = tmp_path / "music_audioset.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    out = audio_metrics(tmp_path, [{"id": "a", "prompt": "x"}], None, clap_model=tmp_path / "missing.pt",
+                        fad_model=ckpt)
+    assert out["clap"] is None and out["fad"] is None
+    assert any(n.startswith("clap skipped:") and "is not a file" in n for n in out["notes"])
+    # laion-clap is not a dependency: without it (or with a file it cannot load) FAD says why
+    assert any(n.startswith("fad skipped: the model did not load") for n in out["notes"])

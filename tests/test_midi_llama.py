@@ -40,7 +40,7 @@ def parts(tmp_path_factory):
     return root
 
 
-def _model(parts, k=2, projector="linear"):
+def _model(parts, k=2, projector="linear", layers=(-1,)):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from midilm.models.encoder import MusicBertModel
@@ -48,7 +48,8 @@ def _model(parts, k=2, projector="linear"):
     enc = MusicBertModel.from_pretrained(parts / "encoder")
     llm = AutoModelForCausalLM.from_pretrained(parts / "llm")
     tok = AutoTokenizer.from_pretrained(parts / "llm")
-    cfg = MidiLlamaConfig(encoder_hidden=32, llm_hidden=32, k=k, projector=projector, max_windows=3)
+    cfg = MidiLlamaConfig(encoder_hidden=32 * len(layers), llm_hidden=32, k=k, projector=projector, max_windows=3,
+                          pool_layers=list(layers))
     torch.manual_seed(1)
     m = MidiLlama(enc, llm, tok, cfg)
     m.freeze_llm()
@@ -122,7 +123,7 @@ def test_a_few_steps_reduce_the_loss(parts, notes):
 
 
 def test_save_load_round_trip(parts, notes, tmp_path):
-    m = _model(parts, k=3).add_lora(r=4, alpha=8, dropout=0.0)
+    m = _model(parts, k=3, layers=(0, -1)).add_lora(r=4, alpha=8, dropout=0.0)
     with torch.no_grad():  # make the adapter non-trivial
         for n, p in m.llm.named_parameters():
             if "lora_B" in n:
@@ -140,8 +141,9 @@ def test_save_load_round_trip(parts, notes, tmp_path):
     assert not list((tmp_path / "model").rglob("*.bin")) and not list((tmp_path / "model").rglob("*.pt"))
     for merge in (False, True):
         again = MidiLlama.from_pretrained(tmp_path / "model", merge_lora=merge)
-        assert again.config.k == 3
+        assert again.config.k == 3 and again.config.pool_layers == [0, -1]
         f2 = again.features(notes)
+        assert f2.shape == (2, 3, 64)  # embedding-layer and last-layer states side by side
         assert torch.allclose(feats, f2)
         with torch.no_grad():
             after = again(midi_features=f2, **b).logits

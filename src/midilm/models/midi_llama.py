@@ -3,8 +3,9 @@
 The music is OctupleMIDI-encoded, cut into encoder windows (up to `max_windows` windows of the encoder's
 maximum length, spread evenly over a long piece), encoded by the frozen MusicBERT, and mean-pooled over
 its notes (masked: no <s>, </s> or padding) into one clip vector, or into K vectors for K consecutive
-equal note chunks. The projector (one linear layer as in the paper, or a 2-layer MLP) maps each vector
-to the LLM width; the K vectors are placed as prefix embeddings in the prompt of
+equal note chunks. The pooled states are the last layer's (the paper) or any chosen layers', concatenated
+(`pool_layers`; 0 is the embedding layer). The projector (one linear layer as in the paper, or a
+2-layer MLP) maps each vector to the LLM width; the K vectors are placed as prefix embeddings in the prompt of
 `midilm.understand.prompt` (before the instruction's text) and fed to any HF causal LM as
 `inputs_embeds`.
 
@@ -42,6 +43,7 @@ class MidiLlamaConfig:
     k: int = 1  # pooled vectors, each one prefix embedding
     projector: str = "linear"  # "linear" (the paper) or "mlp" (Linear-GELU-Linear)
     max_windows: int = 4  # encoder windows pooled for a long piece
+    pool_layers: list[int] = field(default_factory=lambda: [-1])  # encoder states pooled (0 = embedding layer)
     window_notes: int | None = None  # notes per window; None = the encoder's maximum
     clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
     extra: dict = field(default_factory=dict)
@@ -77,8 +79,9 @@ def select_windows(notes: np.ndarray, window: int, max_windows: int) -> list[np.
 
 @torch.no_grad()
 def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, window: int | None = None,
-               batch_size: int = 16) -> torch.Tensor:
-    """[B, k, H] pooled encoder states of OctupleMIDI note arrays (one item's windows pooled together)."""
+               batch_size: int = 16, layers: Sequence[int] = (-1,)) -> torch.Tensor:
+    """[B, k, H * len(layers)] pooled encoder states of OctupleMIDI note arrays (one item's windows pooled
+    together); `layers` index the encoder's hidden states (0 = the embedding layer, -1 = the last)."""
     from midilm.models.encoder import batch_ids, chunk_bounds
 
     window = min(window or encoder.config.max_notes, encoder.config.max_notes)
@@ -95,7 +98,11 @@ def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, w
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         ids = batch_ids([windows[j][1] for j in idx], encoder.config.pad_token_id).to(device)
-        hidden = encoder(ids).last_hidden_state.float()
+        if list(layers) == [-1]:
+            hidden = encoder(ids).last_hidden_state.float()
+        else:
+            per_layer = encoder(ids, output_hidden_states=True).hidden_states
+            hidden = torch.cat([per_layer[i] for i in layers], dim=-1).float()
         for row, j in enumerate(idx):
             parts[j] = hidden[row, 1 : 1 + len(windows[j][1])]
     for j, (i, _) in enumerate(windows):
@@ -145,7 +152,7 @@ class MidiLlama(nn.Module):
     def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
         """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays."""
         return pool_notes(self.encoder, notes, self.config.k, self.config.max_windows, self.config.window_notes,
-                          batch_size)
+                          batch_size, self.config.pool_layers)
 
     def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05, targets: Sequence[str] | None = None):
         """Wrap the LM with a trainable LoRA adapter (the base stays frozen)."""

@@ -44,6 +44,7 @@ class UnderstandConfig:
     k: int = 1  # pooled vectors (MIDI-LLaMA: 1)
     projector: str = "linear"  # linear (MIDI-LLaMA) or mlp
     max_windows: int = 4
+    pool_layers: str = "-1"  # comma-separated encoder layers pooled (MIDI-LLaMA: -1, the last; 0 = embeddings)
     steps: int = 2000
     batch_size: int = 16
     grad_accum: int = 1
@@ -104,15 +105,16 @@ def _key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def row_notes(rows: list[dict], cache_dir: Path, progress: bool = True) -> list[np.ndarray | None]:
-    """OctupleMIDI field values of every row (None where the file cannot be read), cached on disk."""
+def row_notes(rows: list[dict], cache_dir: Path | None, progress: bool = True) -> list[np.ndarray | None]:
+    """OctupleMIDI field values of every row (None where the file cannot be read), cached on disk unless
+    `cache_dir` is None."""
     from midilm.codecs.octuple import encode_piece
     from midilm.errors import MidilmError
     from midilm.music.midi_io import read_midi
 
     ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
-    cache = cache_dir / f"notes-{_key('octuple-v1', ident)}.npz"
-    if cache.is_file():
+    cache = cache_dir / f"notes-{_key('octuple-v2', ident)}.npz" if cache_dir else None
+    if cache and cache.is_file():
         z = np.load(cache, allow_pickle=False)
         notes, offsets, ok = z["notes"].astype(np.int64), z["offsets"], z["ok"]
         return [notes[offsets[i] : offsets[i + 1]] if ok[i] else None for i in range(len(rows))]
@@ -135,12 +137,14 @@ def row_notes(rows: list[dict], cache_dir: Path, progress: bool = True) -> list[
             part = piece if r["unit"] == "piece" else piece.excerpt(float(r["clip_start"]), float(r["clip_end"]))
             enc = encode_piece(part)
             out[i] = enc if len(enc) else None
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    if cache is None:
+        return out
+    cache.parent.mkdir(parents=True, exist_ok=True)
     lengths = [0 if n is None else len(n) for n in out]
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     flat = np.concatenate([n for n in out if n is not None]) if any(lengths) else np.zeros((0, 8))
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, notes=flat.astype(np.uint8), offsets=offsets, ok=np.array([n is not None for n in out]))
+    np.savez(tmp, notes=flat.astype(np.uint16), offsets=offsets, ok=np.array([n is not None for n in out]))
     tmp.replace(cache)
     return out
 
@@ -160,7 +164,8 @@ def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encode
 
     c = model.config
     ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
-    cache = cache_dir / f"features-{_key(ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes)}.npy"
+    key = _key(ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes, c.pool_layers)
+    cache = cache_dir / f"features-{key}.npy"
     if cache.is_file():
         return np.load(cache, allow_pickle=False)
     out = np.zeros((len(rows), c.k, c.encoder_hidden), dtype=np.float32)
@@ -380,8 +385,9 @@ def build_model(cfg: UnderstandConfig):
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    mcfg = MidiLlamaConfig(encoder_hidden=encoder.config.hidden_size, llm_hidden=llm.config.hidden_size, k=cfg.k,
-                           projector=cfg.projector, max_windows=cfg.max_windows)
+    layers = [int(x) for x in str(cfg.pool_layers).split(",") if x.strip()]
+    mcfg = MidiLlamaConfig(encoder_hidden=encoder.config.hidden_size * len(layers), llm_hidden=llm.config.hidden_size,
+                           k=cfg.k, projector=cfg.projector, max_windows=cfg.max_windows, pool_layers=layers)
     model = MidiLlama(encoder, llm, tokenizer, mcfg)
     model.freeze_llm()
     return model, Path(cfg.encoder)

@@ -33,22 +33,25 @@ def heldout_accuracy(model, data: str | Path, types: list[str], limit: int | Non
     rows = load_rows(data, "test")
     if limit and len(rows) > limit:
         rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
-    notes = row_notes(rows, cache_dir or Path(data) / ".understand-cache")
+    notes = row_notes(rows, cache_dir, progress=False)
     keep = [i for i, n in enumerate(notes) if n is not None]
     rows, notes = [rows[i] for i in keep], [notes[i] for i in keep]
     baselines = majority_baselines(data, rows, types)
     result: dict = {"rows": len(rows), "model": getattr(model, "path", None)}
     t0 = time.time()
-    for qtype in types:
-        answers = model.ask_many(notes, [QUESTIONS[qtype][0]] * len(rows), max_new_tokens=48)
-        right = [answer_is_correct(qtype, a, r) for a, r in zip(answers, rows)]
+    # row-major pairs: a batch asks one piece several questions and encodes it once
+    pairs = [(n, QUESTIONS[t][0]) for n in notes for t in types]
+    answers = model.ask_many([n for n, _ in pairs], [q for _, q in pairs], max_new_tokens=48)
+    for j, qtype in enumerate(types):
+        got = answers[j :: len(types)]
+        right = [answer_is_correct(qtype, a, r) for a, r in zip(got, rows)]
         by_unit = {u: [ok for ok, r in zip(right, rows) if r["unit"] == u] for u in ("piece", "clip")}
         result[qtype] = {
             "accuracy": round(sum(right) / max(len(rows), 1), 4), "n": len(rows),
             "by_unit": {u: round(sum(v) / len(v), 4) for u, v in by_unit.items() if v},
             "majority_baseline": baselines.get(qtype),
             "examples": [{"question": QUESTIONS[qtype][0], "answer": a, "correct": ok}
-                         for a, ok in list(zip(answers, right))[:5]],
+                         for a, ok in list(zip(got, right))[:5]],
         }
     result["seconds"] = round(time.time() - t0, 1)
     return result
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--types", default="key", help="comma-separated question types (default key)")
     p.add_argument("--limit", type=int, default=None, help="a random subset of the test rows")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache-dir", default=None, help="cache the test rows' notes here (default: no cache)")
     p.add_argument("--json", default=None, metavar="OUT.json")
     args = p.parse_args(argv)
     import torch
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = load_understanding_model(args.model)
     types = [t.strip() for t in args.types.split(",") if t.strip()]
-    res = heldout_accuracy(model, args.data, types, args.limit)
+    res = heldout_accuracy(model, args.data, types, args.limit,
+                           cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     text = json.dumps(res, indent=2, ensure_ascii=False)
     print(text)
     if args.json:

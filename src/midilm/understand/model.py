@@ -104,7 +104,11 @@ class MidiLlamaUnderstanding(UnderstandingModel):
     def _generate(self, pieces, conversations, options: GenerationOptions) -> list[str]:
         from midilm.understand.prompt import encode_conversation
 
-        feats = self.model.features([piece_notes(p) for p in pieces])
+        # the same piece object asked several questions in one batch is encoded once
+        first = {id(p): i for i, p in reversed(list(enumerate(pieces)))}
+        uniq = list(dict.fromkeys(first.values()))
+        feats = self.model.features([piece_notes(pieces[i]) for i in uniq])
+        feats = feats[[uniq.index(first[id(p)]) for p in pieces]]
         encoded = [encode_conversation(self.model.tokenizer, turns) for turns in conversations]
         return self.model.generate(feats, encoded, max_new_tokens=options.max_new_tokens,
                                    temperature=options.temperature, top_p=options.top_p, seed=options.seed)
@@ -148,6 +152,8 @@ def load_understanding_model(path: str | Path | None = None, device: str | None 
         hint = "" if path is not None else " (no default understanding model in this install: pass a path)"
         raise FileNotFoundError(f"model directory not found: {root}{hint}")
     kind = model_kind(root)
+    if kind not in _KINDS:
+        import midilm.understand.token_input  # noqa: F401  (registers the ABC and native-token kinds)
     if kind not in _KINDS:
         raise ValueError(f"{root}: unknown model kind {kind!r} (known: {', '.join(sorted(_KINDS))})")
     return _KINDS[kind](root, device=device)

@@ -359,8 +359,9 @@ def write_understanding_report(report: dict, out_dir: str | Path, samples: int =
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     s = report["summary"]
-    blocks: list[tuple] = [("p", f"Model: {report.get('model')}. {s['rows']} rows ({s['pieces']} pieces, {s['clips']} "
-                                 f"20 s clips), {s['questions']} questions, {s['failed_rows']} rows unreadable.")]
+    blocks: list[tuple] = [("p", f"Model: {report.get('model')}. {s['rows']} rows ({s['pieces']} whole pieces, "
+                                 f"{s['clips']} clips of 20 s), {s['questions']} questions, {s['failed_rows']} rows "
+                                 "unreadable.")]
     rows = []
     for task in ("captioning", "qa"):
         t = s[task]

@@ -26,7 +26,7 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
         report = evaluate_files(prompts, args.midi, args.out, reference_dir=args.reference, encoder_dir=args.encoder,
                                 clap_model=args.clap_model, fad_model=args.fad_model)
         index = write_generation_report(report, args.out, midi_dir=args.midi)
-        print(json.dumps(report["summary"], indent=2))
+        print(json.dumps(report["summary"] | {"sets": _set_summary(report)}, indent=2))
         print(f"scored {len(prompts)} files of {args.midi}; wrote report.json and {index} to {args.out}",
               file=sys.stderr)
         return 0
@@ -37,9 +37,20 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
                                  reference_dir=args.reference, encoder_dir=args.encoder,
                                  clap_model=args.clap_model, fad_model=args.fad_model)
     index = write_generation_report(report, args.out, model_dir=getattr(model, "path", None))
-    print(json.dumps(report["summary"], indent=2))
+    print(json.dumps(report["summary"] | {"sets": _set_summary(report)}, indent=2))
     print(f"wrote {len(prompts)} MIDI files, report.json and {index} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _set_summary(report: dict) -> dict:
+    """The headline set metrics for the terminal (the full ones are in report.json)."""
+    sets = report.get("sets", {})
+    out = {"compression_ratio": (sets.get("generated", {}).get("compression_ratio") or {}).get("mean")}
+    if "distributions" in sets:
+        out["overlap_area"] = {k: v["overlap_area"] for k, v in sets["distributions"].items()}
+        out["frechet_symbolic"] = sets["frechet_symbolic"].get("value")
+        out["frechet_encoder"] = sets["frechet_encoder"].get("value")
+    return out
 
 
 def cmd_eval_understand(args: argparse.Namespace) -> int:

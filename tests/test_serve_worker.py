@@ -96,20 +96,59 @@ def test_an_error_reaches_only_its_own_request():
     assert isinstance(bad, ValueError) and good == "ok"
 
 
-def test_server_answers_429_when_full_and_504_past_the_timeout():
+@pytest.fixture(scope="module")
+def model():
+    from midilm.generate.cli import default_model_path
+
+    if not default_model_path().is_dir():
+        pytest.skip("the shipped text-to-MIDI model is not in this install")
+    import torch
+
+    from midilm.models.midi_llm import load_text_to_midi
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `midilm serve` runs it: a tiny model gains nothing from two threads
+    yield load_text_to_midi(default_model_path())
+    torch.set_num_threads(threads)
+
+
+def test_a_batch_gives_each_request_what_it_gets_alone(model):
+    from midilm.generate.pipeline import GenerateOptions
+    from midilm.serve.batch import BatchRequest, batchable, generate_batch
+
+    reqs = [BatchRequest("a calm piano piece in C major", GenerateOptions(seed=1, max_tokens=45, seconds=20)),
+            BatchRequest("an upbeat rock song with drums, electric guitar and bass at 140 bpm",
+                         GenerateOptions(seed=7, max_tokens=60, seconds=10, n=2, temperature=0.8)),
+            BatchRequest("jazz for violin", GenerateOptions(seed=3, max_tokens=30, seconds=8, top_p=0.9,
+                                                            instruments=["violin", "cello"]))]
+    assert all(batchable(model, r.options) for r in reqs)
+    assert not batchable(model, GenerateOptions(seconds=None)) and not batchable(model, GenerateOptions(seconds=200))
+    together = generate_batch(model, reqs)
+    for req, gens in zip(reqs, together):
+        alone = generate_batch(model, [req])[0]
+        assert [g.tokens for g in gens] == [g.tokens for g in alone]
+        assert len(gens) == req.options.n
+        for g in gens:
+            assert 0 < len(g.tokens) <= req.options.max_tokens and len(g.tokens) % 3 == 0
+            assert g.report.dropped == 0 and g.piece.duration <= req.options.seconds + 10
+    assert set(together[2][0].piece.program.tolist()) <= {40, 42}  # the allow-list holds
+    assert together[1][0].tokens != together[1][1].tokens
+    assert together[1][0].settings["bpm"] == 140 and together[1][0].settings["bpm_source"] == "prompt"
+    # a request whose caller is gone stops at once; the others in its batch go on
+    stopped = BatchRequest("jazz", GenerateOptions(seed=2, max_tokens=300, seconds=30), stop=lambda: True)
+    rest = generate_batch(model, [stopped, reqs[0]])
+    assert rest[0][0].tokens == [] and rest[0][0].settings["stop_reason"] == "cancelled"
+    assert rest[1][0].tokens == together[0][0].tokens
+
+
+def test_server_answers_429_when_full_and_504_past_the_timeout(model):
     """The real model behind a one-slot queue and a 1 s timeout: long generations time out (504, and the
     model stops spending steps on them), requests beyond the queue are refused at once (429)."""
     from fastapi.testclient import TestClient
 
-    from midilm.generate.cli import default_model_path
     from midilm.serve.app import Models, create_app
     from midilm.serve.schemas import Limits
 
-    if not default_model_path().is_dir():
-        pytest.skip("the shipped text-to-MIDI model is not in this install")
-    from midilm.models.midi_llm import load_text_to_midi
-
-    model = load_text_to_midi(default_model_path())
     app = create_app(Models(t2m=model), Limits(queue_size=1, timeout=1.0))
     body = {"prompt": "a long symphony", "max_tokens": 4000, "seconds": 90, "seed": 1}
     with TestClient(app) as client:

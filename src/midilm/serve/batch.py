@@ -3,10 +3,10 @@
 `midilm.generate.sampler.sample_music` batches the n samples of one prompt. A server gets many prompts
 at once, so here each row of the batch carries its own prompt (left-padded, with an attention mask and
 position ids), grammar, sampling settings and random generator. A request's rows draw from its own
-generator in the same order as `sample_music` would, so a request batched with others samples what it
-would sample alone (up to float rounding of the padded matmuls). This covers requests whose music fits
-one AMT window (`seconds` <= WINDOW_SECONDS), exactly the case where `generate` calls `sample_music`;
-longer requests and continuations go through `generate` itself.
+generator, so what a request gets depends only on its prompt, seed and settings, never on the requests
+it was batched with. This covers requests whose music fits one AMT window (`seconds` <= WINDOW_SECONDS,
+where `generate` samples a single window too); longer requests and continuations go through `generate`.
+The rules per row are the AMT grammar's (`midilm.generate.grammar`), as in `sample_music`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from midilm.generate.pipeline import (
     estimate_bpm,
     resolve_settings,
 )
-from midilm.generate.sampler import SamplingConfig, filter_logits, music_seconds
+from midilm.generate.sampler import SamplingConfig, music_seconds
 
 
 @dataclass
@@ -60,8 +60,17 @@ def _sampling(options: GenerateOptions) -> SamplingConfig:
 
 
 def _draw(row: torch.Tensor, base: int, sampling: SamplingConfig, gen: torch.Generator) -> int:
-    filtered = filter_logits(row.unsqueeze(0), sampling.temperature, sampling.top_k, sampling.top_p)
-    return base + int(torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=gen))
+    """Temperature, top-k, then nucleus sampling of one id from a 1-D slice of logits starting at id `base`."""
+    x = row.double() / sampling.temperature
+    if 0 < sampling.top_k < x.numel():
+        x = x.masked_fill(x < torch.topk(x, sampling.top_k).values[-1], float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, idx = torch.sort(probs, descending=True)
+        # keep tokens while the mass before them is under top_p; the best token always stays
+        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= sampling.top_p
+        probs = probs.scatter(0, idx, sorted_p.masked_fill(drop, 0.0))
+    return base + int(torch.multinomial(probs, 1, generator=gen))
 
 
 @torch.no_grad()

@@ -314,7 +314,8 @@ async function generate(req, { label } = {}) {
     });
     const data = await res.json();
     const entry = { id: `${Date.now()}-${Math.random().toString(36).slice(2, 7)}`, created: Date.now(),
-      kind: label ? "continue" : "generate", prompt: label || req.prompt, request: req, samples: data.samples };
+      kind: label ? "continue" : "generate", prompt: label || req.prompt, request: req, samples: data.samples,
+      elapsed: data.elapsed_seconds };
     placeholder.remove();
     showEntry(entry, true);
     saveHistory(entry);
@@ -347,7 +348,7 @@ async function continueTake(take, button, entry) {
     const data = await res.json();
     const next = { id: `${Date.now()}-c`, created: Date.now(), kind: "continue",
       prompt: `${entry.prompt} (continued)`, request: { ...req, prompt: entry.request ? entry.request.prompt : entry.prompt },
-      samples: data.samples };
+      samples: data.samples, elapsed: data.elapsed_seconds };
     shell.remove();
     showEntry(next, true);
     saveHistory(next);
@@ -388,7 +389,8 @@ function showEntry(entry, fresh) {
   p.textContent = entry.prompt;
   const when = document.createElement("span");
   when.className = "muted small";
-  when.textContent = new Date(entry.created).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  when.textContent = new Date(entry.created).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    + (entry.elapsed ? ` · composed in ${entry.elapsed.toFixed(1)} s` : "");
   head.append(p, when);
   g.appendChild(head);
   entry.samples.forEach((sample, k) => {
@@ -733,6 +735,12 @@ function wire() {
   });
   $("#tab-compose").addEventListener("click", () => selectTab("compose"));
   $("#tab-analyze").addEventListener("click", () => selectTab("analyze"));
+  $(".tabs").addEventListener("keydown", (ev) => {
+    if (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft") return;
+    const next = $("#tab-compose").getAttribute("aria-selected") === "true" ? "analyze" : "compose";
+    selectTab(next);
+    $(`#tab-${next}`).focus();
+  });
   const zone = $("#dropzone");
   $("#file").addEventListener("change", (ev) => { if (ev.target.files[0]) analyzeFile(ev.target.files[0]); ev.target.value = ""; });
   zone.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("#file").click(); } });

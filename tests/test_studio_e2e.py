@@ -78,11 +78,14 @@ def test_compose_play_download_and_history(studio, tmp_path):
 
     # history survives a reload and restores the prompt and settings
     page.reload()
-    page.wait_for_selector("#history button")
-    page.click("#history button")
+    page.wait_for_selector("#history button[data-id]")
+    page.click("#history button[data-id]")
     assert page.input_value("#prompt") == "A gentle lullaby for piano at 80 bpm"
     assert page.input_value("#seed") == "17"
     page.wait_for_selector("#results .group[data-id] canvas.pianoroll[data-notes]")
+    page.hover("#history li")
+    page.click("#history .h-delete")
+    assert page.query_selector_all("#history button[data-id]") == []
     assert not errors, errors
 
 

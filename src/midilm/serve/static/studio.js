@@ -476,7 +476,17 @@ function renderHistory() {
       showEntry(entry, false);
       if (entry.request) applyRequest(entry.request);
     });
-    li.appendChild(b);
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "h-delete";
+    del.textContent = "×";
+    del.title = "Remove from history";
+    del.setAttribute("aria-label", `Remove “${entry.prompt}” from history`);
+    del.addEventListener("click", () => {
+      localStorage.setItem(HISTORY_KEY, JSON.stringify(loadHistory().filter((e) => e.id !== entry.id)));
+      renderHistory();
+    });
+    li.append(b, del);
     list.appendChild(li);
   }
   $("#history-empty").hidden = items.length > 0;
@@ -485,7 +495,7 @@ function renderHistory() {
 
 function markHistory(id) {
   state.currentHistory = id;
-  for (const b of $$("#history button")) b.classList.toggle("current", b.dataset.id === id);
+  for (const b of $$("#history button[data-id]")) b.classList.toggle("current", b.dataset.id === id);
 }
 
 function applyRequest(req) {

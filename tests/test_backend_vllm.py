@@ -91,7 +91,7 @@ def test_processor_masks_reproduce_the_shared_loop_greedy(tiny, style):
 def test_processor_forces_controls_and_stops_when_the_window_is_full(tiny):
     m = tiny
     controls = _melody_controls()
-    sampling = SamplingConfig(max_new_tokens=400, top_k=1, seconds=5.0)
+    sampling = SamplingConfig(max_new_tokens=200, top_k=1, seconds=5.0)
     grammar = window_grammar(GrammarConfig.make([0]), sampling.seconds)
     prompt = m.prompt_ids("piano accompaniment")[:-1] + [m.layout.music_offset + vocab.ANTICIPATE]
     context = [0, vocab.DUR_OFFSET + 50, vocab.NOTE_OFFSET + 60]
@@ -99,7 +99,7 @@ def test_processor_forces_controls_and_stops_when_the_window_is_full(tiny):
     ref = sample_music(m.model, prompt, m.layout.music_offset, sampling, GrammarConfig.make([0]), context, controls)
     args = request_args(m.layout.music_offset, m.tokenizer.eos_token_id, len(full_prompt), sampling, grammar,
                         context, controls)
-    out = _engine(m, full_prompt, args, "v2", 450)
+    out = _engine(m, full_prompt, args, "v2", 250)
     tokens, reason = parse_output(args, out)
     assert tokens == ref.tokens[0] and reason == ref.stop_reasons[0]
     got = [tokens[i : i + 3] for i in range(0, len(tokens), 3) if tokens[i] >= vocab.CONTROL_OFFSET]

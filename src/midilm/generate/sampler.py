@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from midilm.codecs.amt.vocab import ATIME_OFFSET, CONTROL_OFFSET, DELTA, MAX_TIME, NOTE_OFFSET, REST, SEPARATOR
 from midilm.generate.grammar import NOTE, TIME, AmtGrammar, GrammarConfig
@@ -60,20 +59,23 @@ class SampleResult:
     stop_reasons: list[str] = field(default_factory=list)
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus filtering, on a [batch, vocab] tensor (in place-safe)."""
-    logits = logits / temperature
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+def filter_logits(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """Temperature, then top-k, then nucleus filtering of a 1-D array of logits; dropped entries become -inf."""
+    x = np.asarray(logits, dtype=np.float64) / temperature
+    if 0 < top_k < x.size:
+        kth = np.partition(x, x.size - top_k)[x.size - top_k]
+        x = np.where(x < kth, -np.inf, x)
     if top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # drop tokens once the mass before them already reaches top_p; the best token always stays
-        drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
-    return logits
+        p = np.exp(x - x.max())
+        p /= p.sum()
+        # entries under eps cannot be in the nucleus: all of them together hold less than 1 - top_p, so the
+        # mass before the first of them already reaches top_p. Sorting only the rest is exact, and fast.
+        v = np.sort(p[p >= (1.0 - top_p) / x.size])[::-1]
+        before = np.cumsum(v) - v
+        # keep tokens while the mass before them is under top_p; the best token always stays
+        cut = v[int(np.searchsorted(before, top_p, side="left")) - 1]
+        x = np.where(p >= cut, x, -np.inf)
+    return x
 
 
 def window_grammar(grammar: GrammarConfig | None, seconds: float | None) -> GrammarConfig:
@@ -164,8 +166,8 @@ class Decoder(Protocol):
     def feed(self, ids: list[int | None]) -> None:
         """Append one id to each sequence; None for a finished sequence (a backend may skip it)."""
 
-    def logits(self, i: int, lo: int, hi: int) -> torch.Tensor:
-        """Float32 CPU logits of sequence i's next token for the ids [lo, hi) of the full vocabulary."""
+    def logits(self, i: int, lo: int, hi: int) -> np.ndarray:
+        """Float32 logits of sequence i's next token for the ids [lo, hi) of the full vocabulary."""
 
 
 def as_decoder(model) -> Decoder:
@@ -180,10 +182,11 @@ def as_decoder(model) -> Decoder:
 # --- the loop -------------------------------------------------------------------------------------------
 
 
-def _draw(row: torch.Tensor, base: int, sampling: SamplingConfig, gen: torch.Generator) -> int:
-    """Draw one id from a 1-D slice of logits whose first entry is id `base`."""
-    filtered = filter_logits(row.unsqueeze(0), sampling.temperature, sampling.top_k, sampling.top_p)
-    return base + int(torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=gen))
+def _draw(row: np.ndarray, base: int, sampling: SamplingConfig, rng: np.random.Generator) -> int:
+    """Draw one id from a 1-D slice of logits whose first entry is id `base` (inverse CDF: one uniform)."""
+    x = filter_logits(row, sampling.temperature, sampling.top_k, sampling.top_p)
+    cdf = np.cumsum(np.exp(x - x.max()))
+    return base + int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 
 def _controls_by_time(controls: Sequence[int]) -> list[tuple[int, list[int]]]:
@@ -210,8 +213,7 @@ def sample_music(
     sampling.validate()
     grammar = window_grammar(grammar, sampling.seconds)
     n = sampling.n
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(sampling.seed if sampling.seed is not None else int(torch.seed() % (2**63)))
+    rng = np.random.default_rng(sampling.seed)
     seqs = [MusicSequence(grammar, sampling.constrained, context, controls, sampling.max_new_tokens)
             for _ in range(n)]
     decoder = as_decoder(model)
@@ -230,8 +232,8 @@ def sample_music(
             # only the allowed block's logits are computed and sampled from
             row = decoder.logits(i, music_offset + c.lo, music_offset + c.hi)
             if c.mask is not None:
-                row = row.masked_fill(~torch.from_numpy(c.mask), float("-inf"))
-            chosen[i] = _draw(row, c.lo, sampling, gen)
+                row = np.where(c.mask, row, -np.inf)
+            chosen[i] = _draw(row, c.lo, sampling, rng)
         for seq, amt in zip(seqs, chosen):
             if amt is not None:
                 seq.accept(amt)

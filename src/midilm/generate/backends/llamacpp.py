@@ -13,7 +13,6 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import torch
 
 MAX_CONTEXT = 1 << 17  # KV cells for all sequences together; past it a call fails with a clear message
 _LOG: list[str] = []  # llama.cpp's recent warnings and errors, quoted when loading fails
@@ -146,10 +145,9 @@ class LlamaCppDecoder:
         for i, _ in live:
             self.pos[i] += 1
 
-    def logits(self, i: int, lo: int, hi: int) -> torch.Tensor:
+    def logits(self, i: int, lo: int, hi: int) -> np.ndarray:
         ptr = self.L.llama_get_logits_ith(self.ctx, self.rows[i])
-        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        return torch.from_numpy(row[lo:hi].copy())
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))[lo:hi].copy()
 
     def close(self) -> None:
         """Free the context and the model now (otherwise done when the decoder is collected)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -70,10 +71,10 @@ class TransformersDecoder:
         self._step(batch.view(-1, 1))
 
     @torch.no_grad()
-    def logits(self, i: int, lo: int, hi: int) -> torch.Tensor:
+    def logits(self, i: int, lo: int, hi: int) -> np.ndarray:
         if not self.split:
-            return self.hidden[i, lo:hi].float().cpu()
+            return self.hidden[i, lo:hi].float().cpu().numpy()
         row = self.out.weight[lo:hi] @ self.hidden[i]
         if getattr(self.out, "bias", None) is not None:
             row = row + self.out.bias[lo:hi]
-        return row.float().cpu()
+        return row.float().cpu().numpy()

@@ -1,0 +1,110 @@
+"""The llama.cpp backend on the shipped model: same greedy output as transformers, the grammar's guarantees,
+n samples sharing one prompt, the pipeline and the CLI. Skips where llama-cpp-python is not installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("gguf")
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from midilm.codecs.amt import vocab  # noqa: E402
+from midilm.codecs.amt.decode import decode_tokens  # noqa: E402
+from midilm.codecs.amt.lines import as_controls  # noqa: E402
+from midilm.generate.backends.llamacpp import LlamaCppDecoder  # noqa: E402
+from midilm.generate.cli import default_model_path  # noqa: E402
+from midilm.generate.grammar import GrammarConfig  # noqa: E402
+from midilm.generate.sampler import SamplingConfig, sample_music  # noqa: E402
+from midilm.models.gguf import export_gguf  # noqa: E402
+from midilm.models.midi_llm import load_text_to_midi  # noqa: E402
+
+MODEL = default_model_path()
+pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
+
+
+@pytest.fixture(scope="module")
+def hf():
+    torch.set_num_threads(1)
+    return load_text_to_midi(MODEL)
+
+
+@pytest.fixture(scope="module")
+def f32_path(tmp_path_factory):
+    return export_gguf(MODEL, tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf", "f32")
+
+
+@pytest.fixture(scope="module")
+def decoder(f32_path):
+    d = LlamaCppDecoder(f32_path)
+    yield d
+    d.close()
+
+
+def test_greedy_output_is_identical_to_transformers(hf, decoder):
+    prompt = hf.prompt_ids("A cheerful pop song with piano, bass and drums in C major.")
+    grammar = GrammarConfig.make([0, 33, 128], max_notes_per_onset=4)
+    cfg = SamplingConfig(max_new_tokens=450, top_k=1, n=1, seed=0)
+    ref = sample_music(hf.model, prompt, hf.layout.music_offset, cfg, grammar)
+    got = sample_music(decoder, prompt, hf.layout.music_offset, cfg, grammar)
+    assert got.tokens == ref.tokens and len(ref.tokens[0]) == 450
+    # n sequences share the prompt's KV cells: each one is still the same greedy sequence
+    two = sample_music(decoder, prompt, hf.layout.music_offset, SamplingConfig(max_new_tokens=120, top_k=1, n=2),
+                       grammar)
+    assert two.tokens == [ref.tokens[0][:120]] * 2
+
+
+def test_samples_follow_the_grammar_controls_and_seed(hf, decoder):
+    melody = []
+    for k in range(6):
+        melody += [k * 100, vocab.DUR_OFFSET + 90, vocab.NOTE_OFFSET + 73 * 128 + 72 + k]  # flute
+    controls = as_controls(melody)
+    context = [0, vocab.DUR_OFFSET + 40, vocab.NOTE_OFFSET + 48]
+    prompt = hf.prompt_ids("piano")[:-1] + [hf.layout.music_offset + vocab.ANTICIPATE]
+    cfg = SamplingConfig(max_new_tokens=240, n=3, seed=5, seconds=6.0)
+    a = sample_music(decoder, prompt, hf.layout.music_offset, cfg, GrammarConfig.make([0]), context, controls)
+    b = sample_music(decoder, prompt, hf.layout.music_offset, cfg, GrammarConfig.make([0]), context, controls)
+    assert a.tokens == b.tokens and len({tuple(t) for t in a.tokens}) > 1  # seeded, and the samples differ
+    for toks in a.tokens:
+        got = [toks[i : i + 3] for i in range(0, len(toks), 3) if toks[i] >= vocab.CONTROL_OFFSET]
+        assert got and got == [controls[i : i + 3] for i in range(0, 3 * len(got), 3)]
+        piece, report = decode_tokens(context + toks)
+        assert report.dropped == 0 and set(piece.program.tolist()) <= {0, 73}
+        assert max(t for t in toks[0::3] if t < vocab.CONTROL_OFFSET) < 600
+
+
+def test_pipeline_with_sliding_windows_on_llamacpp(f32_path):
+    from midilm.generate.pipeline import GenerateOptions, generate
+
+    m = load_text_to_midi(MODEL, backend="llamacpp", gguf=f32_path)
+    assert m.backend == "llamacpp" and m.layout.music_offset == 2048
+    gens = generate(m, "A slow piano piece.", GenerateOptions(seed=2, max_tokens=900, seconds=150, n=1))
+    g = gens[0]
+    assert g.report.dropped == 0 and g.settings["backend"] == "llamacpp" and g.settings["notes"] > 50
+    m.model.close()
+
+
+def test_cli_backend_llamacpp_and_clear_errors(tmp_path, f32_path, capsys):
+    from midilm.cli import main
+
+    out = tmp_path / "song.mid"
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "A calm piano piece at 80 bpm.", "-o",
+                        str(out), "--seed", "1", "--max-tokens", "300", "--backend", "llamacpp", "--gguf",
+                        str(f32_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    settings = json.loads(out.with_suffix(".json").read_text())
+    assert settings["backend"] == "llamacpp" and settings["decode"]["dropped"] == 0 and settings["tokens"] == 300
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF not really")
+    capsys.readouterr()
+    assert main(["generate", "x", "-o", str(tmp_path / "b.mid"), "--backend", "llamacpp", "--gguf", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("midilm: error: llama.cpp could not load") and err.count("\n") == 1
+    assert main(["generate", "x", "-o", str(tmp_path / "c.mid"), "--gguf", str(f32_path)]) == 1
+    assert "--backend llamacpp" in capsys.readouterr().err
+    assert not (tmp_path / "b.mid").exists() and not (tmp_path / "c.mid").exists()

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from midilm.annotate.questions import QUESTIONS
-from midilm.evaluate.understanding import AnalysisAnswerer, question_type, row_piece
+from midilm.evaluate.understanding import AnalysisAnswerer, PriorAnswerer, question_type, row_piece
 from tests.conftest import shared_path
 
 pytest.importorskip("pyarrow")
@@ -26,8 +26,9 @@ def dataset(tmp_path_factory):
 
     root = shared_path("pop909", "POP909")
     out = tmp_path_factory.mktemp("dataset")
-    # POP909 songs whose number is divisible by 10 are the held-out split
-    items = [SourceItem(str(root / n / f"{n}.mid"), "pop909", {"genre": "pop"}, "test", "MIT") for n in ("010", "090")]
+    # POP909 songs whose number is divisible by 10 are held out; 011 is a training song (for the prior)
+    items = [SourceItem(str(root / n / f"{n}.mid"), "pop909", {"genre": "pop"}, split, "MIT")
+             for n, split in (("010", "test"), ("090", "test"), ("011", "train"))]
     ds.build_dataset([items], out, workers=1, progress=False)
     return out
 
@@ -94,3 +95,15 @@ def test_bad_input_is_one_line_error(tmp_path, dataset, capsys):
                  "--types", "key,nonsense"]) == 1
     assert "unknown question type(s) for --types: nonsense" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_prior_answerer_ignores_the_notes(dataset):
+    from midilm.annotate.dataset import load_rows
+
+    train = load_rows(dataset, "train")
+    prior = PriorAnswerer(dataset)
+    key_answers = [q["answer"] for r in train for q in r["qa"] if q["type"] == "key" and q["style"] == "short"]
+    answer = prior.ask(None, "What key is this piece in?")
+    assert answer in key_answers  # the most common training answer, whatever the piece
+    assert prior.ask_many([None, None], ["What key is this piece in?"] * 2) == [answer, answer]
+    assert prior.describe(None) in {c for r in train for c in r["captions"]}

@@ -69,11 +69,11 @@ def cmd_eval_understand(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"unknown question type(s) for --types: {', '.join(unknown)}")
     rows = select_rows(load_rows(data, args.split), args.limit, args.seed)
-    answerer = load_answerer(args.model)
+    answerer = load_answerer(args.model, data)
     skip = ("bertscore",) if args.no_bertscore else ()
     report = evaluate_understanding(answerer, rows, args.out, bertscore_model=args.bertscore_model,
                                     qa_per_row=args.qa_per_row, skip_metrics=skip, types=types)
-    model_dir = args.model if args.model not in (None, "analysis") else getattr(answerer, "path", None)
+    model_dir = args.model if args.model not in (None, "analysis", "prior") else getattr(answerer, "path", None)
     index = write_understanding_report(report, args.out, model_dir=model_dir)
     summary = report["summary"]
     metrics = ("bleu4", "meteor", "rouge_l", "bertscore")
@@ -133,7 +133,8 @@ def register(sub) -> None:
     q.add_argument("--data", required=True, metavar="DATASET", help="dataset folder (midilm dataset build)")
     q.add_argument("--out", required=True, metavar="DIR")
     q.add_argument("--model", default=None,
-                   help="understanding model directory (default: the shipped one); 'analysis' = the analysis ceiling")
+                   help="understanding model directory (default: the shipped one); 'analysis': the analysis "
+                        "answerer (ceiling); 'prior': each type's most common training answer (floor)")
     q.add_argument("--split", default="test", choices=("test", "train"))
     q.add_argument("--limit", type=int, default=None, help="rows to evaluate (a seeded sample)")
     q.add_argument("--seed", type=int, default=0)

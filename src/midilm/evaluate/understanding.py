@@ -6,6 +6,8 @@ A model is anything with `describe_many(pieces) -> list[str]` and `ask_many(piec
 analyses the notes it is given with `midilm.annotate.analyze` and answers from that analysis through the
 dataset's own answer templates, so it is right exactly as often as the analysis of the clip agrees with the
 analysis the dataset was built from; it knows no metadata (title, composer, genre) that is not in the notes.
+`PriorAnswerer` is the floor: it never looks at the notes and gives each question type's most common answer
+in the training split.
 
 Clip rows (`clip_start`/`clip_end` seconds) are evaluated on the notes starting inside the window, moved to
 start at the bar holding the window's start (`Piece.excerpt`). Truth for factual accuracy is the row itself
@@ -125,10 +127,59 @@ class AnalysisAnswerer:
         return [self.ask(p, q) for p, q in zip(pieces, questions)]
 
 
-def load_answerer(model: str | None):
-    """`analysis` -> AnalysisAnswerer; a path or None (the shipped default) -> the understanding model."""
+class PriorAnswerer:
+    """The blind baseline: ignores the notes and gives, for each question type and answer style, the answer
+    most often found in the training split (and its most common caption). What it scores is what the text
+    metrics and the accuracy reward without any listening."""
+
+    name = "prior"
+
+    def __init__(self, dataset_dir: str | Path, split: str = "train"):
+        from collections import Counter
+
+        import pyarrow.parquet as pq
+
+        path = Path(dataset_dir) / f"{split}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"the prior answerer needs {path}")
+        table = pq.read_table(path, columns=["qa", "captions"])
+        answers: Counter = Counter()
+        captions: Counter = Counter()
+        for qa, caps in zip(table.column("qa").to_pylist(), table.column("captions").to_pylist()):
+            answers.update((q["type"], q["style"], q["answer"]) for q in qa or [])
+            captions.update(caps or [])
+        self.answers: dict[tuple[str, str], str] = {}
+        for (qtype, style, answer), _ in answers.most_common():
+            self.answers.setdefault((qtype, style), answer)
+            self.answers.setdefault((qtype, ""), answer)
+        self.caption = captions.most_common(1)[0][0] if captions else UNKNOWN
+
+    def describe(self, piece) -> str:
+        return self.caption
+
+    def ask(self, piece, question: str, history: Sequence | None = None) -> str:
+        qtype = question_type(question)
+        if qtype == CAPTION_TYPE:
+            return self.caption
+        style = "long" if _long_form(question) else "short"
+        return self.answers.get((qtype, style)) or self.answers.get((qtype, "")) or UNKNOWN
+
+    def describe_many(self, pieces: Sequence) -> list[str]:
+        return [self.caption for _ in pieces]
+
+    def ask_many(self, pieces: Sequence, questions: Sequence[str]) -> list[str]:
+        return [self.ask(None, q) for q in questions]
+
+
+def load_answerer(model: str | None, dataset_dir: str | Path | None = None):
+    """`analysis` -> AnalysisAnswerer; `prior` -> PriorAnswerer (from the dataset's training split); a path or
+    None (the shipped default) -> the understanding model."""
     if model == "analysis":
         return AnalysisAnswerer()
+    if model == "prior":
+        if dataset_dir is None:
+            raise ValueError("--model prior needs the dataset (its training split)")
+        return PriorAnswerer(dataset_dir)
     try:
         from midilm.understand import load_understanding_model
     except ImportError as e:

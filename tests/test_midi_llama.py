@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
@@ -166,4 +164,15 @@ def test_empty_notes_rejected(parts):
     m = _model(parts)
     with pytest.raises(ValueError, match="no notes"):
         m.features([np.zeros((0, 8), dtype=np.int64)])
-    random.seed(0)
+
+
+def test_pooling_the_embedding_layer_drops_the_unused_layers(parts, notes):
+    from midilm.models.encoder import MusicBertModel, batch_ids
+
+    full = MusicBertModel.from_pretrained(parts / "encoder").eval()
+    m = _model(parts, k=1, layers=(0,))
+    assert len(m.encoder.layers) == 0 and m.encoder.config.num_hidden_layers == 0
+    w = notes[1][:64]
+    with torch.no_grad():
+        expected = full(batch_ids([w]), output_hidden_states=True).hidden_states[0][0, 1 : 1 + len(w)].mean(0)
+    assert torch.allclose(m.features([w])[0, 0], expected, atol=1e-5)

@@ -114,6 +114,34 @@ def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, w
     return torch.stack(out)
 
 
+def merge_lora_files(llm, adapter_dir: Path) -> bool:
+    """Add a plain LoRA adapter (peft layout) into the LM's weights, W += alpha / r * B @ A, without
+    importing peft (which costs seconds at start-up). False when the adapter uses anything else (DoRA,
+    rsLoRA, per-module ranks, biases, extra saved modules): the caller then merges through peft."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    plain = (cfg.get("peft_type") == "LORA" and not cfg.get("use_dora") and not cfg.get("use_rslora")
+             and not cfg.get("rank_pattern") and not cfg.get("alpha_pattern") and cfg.get("bias") == "none"
+             and not cfg.get("modules_to_save") and not cfg.get("fan_in_fan_out") and not cfg.get("lora_bias"))
+    if not plain:
+        return False
+    scale = cfg["lora_alpha"] / cfg["r"]
+    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    params = dict(llm.named_parameters())
+    with torch.no_grad():
+        for name, a in tensors.items():
+            if ".lora_A." not in name:
+                continue
+            b = tensors[name.replace(".lora_A.", ".lora_B.")]
+            target = name.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            if target not in params:
+                raise ValueError(f"{adapter_dir}: adapter tensor {name} matches no weight of the LM")
+            w = params[target]
+            w += (scale * (b.float() @ a.float())).to(w.dtype)
+    return True
+
+
 def _clean_base_state(model) -> dict[str, torch.Tensor]:
     """The base LM's own weights from a peft-wrapped model (LoRA tensors dropped, names restored)."""
     out = {}
@@ -133,6 +161,11 @@ class MidiLlama(nn.Module):
         self.projector = projector or make_projector(config.projector, config.encoder_hidden, config.llm_hidden)
         self.encoder.requires_grad_(False)
         self.encoder.eval()
+        depth = max(config.pool_layers) if min(config.pool_layers) >= 0 else None
+        if depth is not None and depth < len(encoder.layers):
+            # layers above the deepest pooled one never influence the output: drop them (cost and size)
+            encoder.layers = encoder.layers[:depth]
+            encoder.config.num_hidden_layers = depth
 
     # --- parts -------------------------------------------------------------------------------------
 
@@ -267,12 +300,17 @@ class MidiLlama(nn.Module):
         llm = AutoModelForCausalLM.from_pretrained(root / "llm", local_files_only=True, use_safetensors=True,
                                                    dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(root / "llm", local_files_only=True)
-        if (root / "adapter").is_dir():
+        adapter = root / "adapter"
+        if adapter.is_dir() and not (merge_lora and not trainable and merge_lora_files(llm, adapter)):
+            import warnings
+
             from peft import PeftModel
 
-            llm = PeftModel.from_pretrained(llm, root / "adapter", is_trainable=trainable)
+            llm = PeftModel.from_pretrained(llm, adapter, is_trainable=trainable)
             if merge_lora and not trainable:
-                llm = llm.merge_and_unload()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # a transformers deprecation inside peft
+                    llm = llm.merge_and_unload()
         model = cls(encoder, llm, tokenizer, config)
         model.projector.load_state_dict({k: v.float() for k, v in load_file(str(root / PROJECTOR_NAME)).items()})
         if not trainable:

@@ -57,6 +57,7 @@ class UnderstandConfig:
     max_len: int = 320  # tokens of one example (answers are cut to fit)
     max_rows: int | None = None  # a random subset of the train rows (CPU budgets)
     factual_boost: float = 2.0
+    boost: str = ""  # extra sampling weights per question type, e.g. "key=4,mode=2"
     p_caption: float = 0.2  # stage 2: share of caption instructions
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
     # stage 0 (the text LM)
@@ -200,12 +201,27 @@ def caption_turn(row: dict, rng: random.Random) -> tuple[str, str] | None:
     return (rng.choice(QUESTIONS["caption"]), rng.choice(caps)) if caps else None
 
 
-def qa_turns(row: dict, rng: random.Random, n: int, factual_boost: float) -> list[tuple[str, str]]:
-    """Up to n distinct QA pairs of a row, factual types weighted by `factual_boost`."""
+def parse_boost(text: str) -> dict[str, float]:
+    """"key=4,mode=2" -> {"key": 4.0, "mode": 2.0}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"boost must look like key=4,mode=2, got {text!r}") from None
+    return out
+
+
+def qa_turns(row: dict, rng: random.Random, n: int, factual_boost: float,
+             boost: dict[str, float] | None = None) -> list[tuple[str, str]]:
+    """Up to n distinct QA pairs of a row, factual types weighted by `factual_boost`, any by `boost`."""
     items = _qa(row)
     if not items:
         return []
-    weights = [factual_boost if q.get("type") in FACTUAL_TYPES else 1.0 for q in items]
+    boost = boost or {}
+    weights = [(factual_boost if q.get("type") in FACTUAL_TYPES else 1.0) * boost.get(q.get("type"), 1.0)
+               for q in items]
     chosen: list[dict] = []
     for _ in range(min(n, len(items))):
         q = rng.choices(items, weights)[0]
@@ -220,7 +236,8 @@ def conversation(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfi
         if turn:
             return [turn]
     n = rng.choice((2, 3)) if rng.random() < cfg.p_multi_turn else 1
-    return qa_turns(row, rng, n, cfg.factual_boost) or ([t] if (t := caption_turn(row, rng)) else [])
+    turns = qa_turns(row, rng, n, cfg.factual_boost, parse_boost(cfg.boost))
+    return turns or ([t] if (t := caption_turn(row, rng)) else [])
 
 
 class ExampleSet:

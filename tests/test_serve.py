@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import re
 import socket
 import subprocess
@@ -30,6 +31,9 @@ MAX_TOKENS = 48  # the test server's limit keeps every fuzzed generation short
 MAX_SAMPLES = 2
 SERVER_ARGS = ("--max-tokens", str(MAX_TOKENS), "--max-samples", str(MAX_SAMPLES), "--timeout", "60",
                "--queue-size", "64")
+# the shipped understanding model is used; this names another one (a candidate before it ships)
+if os.environ.get("MIDILM_TEST_UNDERSTANDING_MODEL"):
+    SERVER_ARGS += ("--understanding-model", os.environ["MIDILM_TEST_UNDERSTANDING_MODEL"])
 
 
 def start_server(tmp: Path, *args: str, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:

@@ -40,28 +40,37 @@ def tiny():
     return load_text_to_midi(MODEL)
 
 
-def _engine(m, prompt, args, style: str, max_steps: int, slot: int = 3):
-    """A greedy decoding loop standing in for vLLM's: full logits, the processor's mask, argmax."""
-    batch = GrammarBatch()
-    assert batch.add(slot, {ARGS_KEY: args})
+def _decode_loop(m, prompt, stop_id: int, max_steps: int, mask):
+    """A greedy decoding loop standing in for vLLM's: full logits, `mask(logits, ids, out)`, argmax."""
     ids, out, past = list(prompt), [], None
     step_input = torch.tensor([ids])
     with torch.no_grad():
         for _ in range(max_steps):
             res = m.model(input_ids=step_input, past_key_values=past, use_cache=True)
             past, logits = res.past_key_values, res.logits[:, -1, :].float().clone()
-            if style == "v1":
-                batch.observe(slot, out)
-            else:
-                batch.observe_last(slot, len(ids) - 1, ids[-1])
-            batch.mask_row(logits, 0, slot)
+            mask(logits, ids, out)
             tok = int(logits[0].argmax())
             out.append(tok)
             ids.append(tok)
-            if tok == args["stop_id"]:
+            if tok == stop_id:
                 break
             step_input = torch.tensor([[tok]])
     return out
+
+
+def _engine(m, prompt, args, style: str, max_steps: int, slot: int = 3):
+    """The core as each runner drives it: V1 walks the output list, V2 reads the row's position and input id."""
+    batch = GrammarBatch()
+    assert batch.add(slot, {ARGS_KEY: args})
+
+    def mask(logits, ids, out):
+        if style == "v1":
+            batch.observe(slot, out)
+        else:
+            batch.observe_last(slot, len(ids) - 1, ids[-1])
+        batch.mask_row(logits, 0, slot)
+
+    return _decode_loop(m, prompt, args["stop_id"], max_steps, mask)
 
 
 def _melody_controls():
@@ -106,6 +115,106 @@ def test_processor_forces_controls_and_stops_when_the_window_is_full(tiny):
     assert got == [controls[i : i + 3] for i in range(0, len(controls), 3)]
     piece, report = decode_tokens(context + tokens)
     assert report.dropped == 0 and max(t for t in tokens[0::3] if t < vocab.CONTROL_OFFSET) < 500
+
+
+def _processor_class(monkeypatch):
+    """Our processor class built on stand-ins for vLLM 0.33's two base classes (vLLM cannot be installed
+    here: it needs its own torch and CUDA). They have the signatures of
+    vllm.v1.worker.gpu.sample.logits_processor.LogitsProcessor (Model Runner V2) and
+    vllm.v1.sample.logits_processor.LogitsProcessor / MoveDirectionality (the V1 runner)."""
+    import abc
+    import enum
+    import importlib.util
+    import sys
+    import types
+
+    class V2Base(abc.ABC):
+        def __init__(self, vllm_config, req_states):  # noqa: B027 - as in vLLM
+            pass
+
+        def add_request(self, req_idx, sampling_params) -> bool:
+            return True
+
+        @abc.abstractmethod
+        def apply(self, logits, ctx):
+            raise NotImplementedError
+
+    class V1Base(abc.ABC):
+        @abc.abstractmethod
+        def __init__(self, vllm_config, device, is_pin_memory): ...
+
+        @abc.abstractmethod
+        def apply(self, logits): ...
+
+        @abc.abstractmethod
+        def is_argmax_invariant(self): ...
+
+        @abc.abstractmethod
+        def update_state(self, batch_update): ...
+
+    move = enum.Enum("MoveDirectionality", ["UNIDIRECTIONAL", "SWAP"])
+    v2 = types.ModuleType("vllm.v1.worker.gpu.sample.logits_processor")
+    v2.LogitsProcessor = V2Base
+    v1 = types.ModuleType("vllm.v1.sample.logits_processor")
+    v1.LogitsProcessor, v1.MoveDirectionality = V1Base, move
+    for name in ("vllm", "vllm.v1", "vllm.v1.worker", "vllm.v1.worker.gpu", "vllm.v1.worker.gpu.sample",
+                 "vllm.v1.sample"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, v2.__name__, v2)
+    monkeypatch.setitem(sys.modules, v1.__name__, v1)
+    import midilm.generate.backends.vllm as ours
+
+    spec = importlib.util.spec_from_file_location("midilm_vllm_glue", ours.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls = module.MidiGrammarLogitsProcessor
+    assert issubclass(cls, V2Base) and issubclass(cls, V1Base)  # either runner's loader accepts it
+    return cls, move
+
+
+@needs_model
+def test_processor_class_drives_both_runner_interfaces(tiny, monkeypatch):
+    from types import SimpleNamespace
+
+    cls, move = _processor_class(monkeypatch)
+    m = tiny
+    grammar = GrammarConfig.make([0, 40], max_notes_per_onset=2)
+    sampling = SamplingConfig(max_new_tokens=90, top_k=1)
+    prompt = m.prompt_ids("A duet for piano and violin.")
+    ref = sample_music(m.model, prompt, m.layout.music_offset, sampling, grammar).tokens[0]
+    stop = m.tokenizer.eos_token_id
+    params = SimpleNamespace(extra_args={ARGS_KEY: request_args(m.layout.music_offset, stop, len(prompt), sampling,
+                                                                 grammar)})
+    cls.validate_params(params)
+
+    v2 = cls(None, None)
+    assert v2.add_request(5, params) and not v2.add_request(6, SimpleNamespace(extra_args=None))
+
+    def v2_mask(logits, ids, out):
+        batch = torch.cat([torch.zeros_like(logits), logits])  # row 0 belongs to a request without our settings
+        ctx = SimpleNamespace(expanded_idx_mapping=torch.tensor([6, 5]), pos=torch.tensor([3, len(ids) - 1]),
+                              input_ids=torch.tensor([0, ids[-1]]))
+        batch = v2.apply(batch, ctx)
+        assert torch.isfinite(batch[0]).all()
+        logits[:] = batch[1:]
+
+    out = _decode_loop(m, prompt, stop, 120, v2_mask)
+    assert parse_output(params.extra_args[ARGS_KEY], out)[0] == ref and out[-1] == stop
+
+    v1 = cls(None, "cpu", False)
+    live: list[int] = []
+    v1.update_state(SimpleNamespace(removed=[], moved=[], added=[(1, params, prompt, live)]))
+    v1.update_state(SimpleNamespace(removed=[], added=[], moved=[(1, 0, move.UNIDIRECTIONAL)]))
+
+    def v1_mask(logits, ids, out):
+        live[:] = out  # vLLM appends to the request's own list, which the processor holds
+        v1.update_state(None)
+        logits[:] = v1.apply(logits)
+
+    out = _decode_loop(m, prompt, stop, 120, v1_mask)
+    assert parse_output(params.extra_args[ARGS_KEY], out)[0] == ref and out[-1] == stop
+    v1.update_state(SimpleNamespace(removed=[0], added=[], moved=[]))
+    assert not v1.batch.slots and not v1.outputs
 
 
 def test_mask_allows_exactly_the_grammar_block_then_only_the_stop_id():

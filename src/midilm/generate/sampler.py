@@ -59,23 +59,29 @@ class SampleResult:
     stop_reasons: list[str] = field(default_factory=list)
 
 
-def filter_logits(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
-    """Temperature, then top-k, then nucleus filtering of a 1-D array of logits; dropped entries become -inf."""
+def _kept_weights(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scaled logits, unnormalised probabilities with the entries top-k and top-p drop set to 0)."""
     x = np.asarray(logits, dtype=np.float64) / temperature
     if 0 < top_k < x.size:
         kth = np.partition(x, x.size - top_k)[x.size - top_k]
         x = np.where(x < kth, -np.inf, x)
+    w = np.exp(x - x.max())
     if top_p < 1.0:
-        p = np.exp(x - x.max())
-        p /= p.sum()
+        total = w.sum()
         # entries under eps cannot be in the nucleus: all of them together hold less than 1 - top_p, so the
         # mass before the first of them already reaches top_p. Sorting only the rest is exact, and fast.
-        v = np.sort(p[p >= (1.0 - top_p) / x.size])[::-1]
+        v = np.sort(w[w >= (1.0 - top_p) / x.size * total])[::-1]
         before = np.cumsum(v) - v
         # keep tokens while the mass before them is under top_p; the best token always stays
-        cut = v[int(np.searchsorted(before, top_p, side="left")) - 1]
-        x = np.where(p >= cut, x, -np.inf)
-    return x
+        cut = v[int(np.searchsorted(before, top_p * total, side="left")) - 1]
+        w[w < cut] = 0.0
+    return x, w
+
+
+def filter_logits(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """Temperature, then top-k, then nucleus filtering of a 1-D array of logits; dropped entries become -inf."""
+    x, w = _kept_weights(logits, temperature, top_k, top_p)
+    return x if top_p >= 1.0 else np.where(w > 0, x, -np.inf)
 
 
 def window_grammar(grammar: GrammarConfig | None, seconds: float | None) -> GrammarConfig:
@@ -184,8 +190,7 @@ def as_decoder(model) -> Decoder:
 
 def _draw(row: np.ndarray, base: int, sampling: SamplingConfig, rng: np.random.Generator) -> int:
     """Draw one id from a 1-D slice of logits whose first entry is id `base` (inverse CDF: one uniform)."""
-    x = filter_logits(row, sampling.temperature, sampling.top_k, sampling.top_p)
-    cdf = np.cumsum(np.exp(x - x.max()))
+    cdf = np.cumsum(_kept_weights(row, sampling.temperature, sampling.top_k, sampling.top_p)[1])
     return base + int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 

@@ -6,8 +6,9 @@ are gone. vLLM 0.33 has two model runners with two processor interfaces: Model R
 where it applies; `vllm.v1.worker.gpu.sample.logits_processor.LogitsProcessor`: `add_request(slot,
 params)` and `apply(logits, ctx)` with the rows' slots, positions and input ids) and the legacy V1
 runner (`vllm.v1.sample.logits_processor.LogitsProcessor`: `update_state(BatchUpdate)` with live
-references to each request's output ids, then `apply(logits)`). Both classes below wrap one pure-Python
-core, `GrammarBatch`: a `MusicSequence` (the rules of `generate/sampler.py`) per request slot, advanced
+references to each request's output ids, then `apply(logits)`). `MidiGrammarLogitsProcessor` subclasses
+both, so the engine's loader accepts it whichever runner it picks, and wraps one pure-Python core,
+`GrammarBatch`: a `MusicSequence` (the rules of `generate/sampler.py`) per request slot, advanced
 by the request's new output ids, and the row mask it implies (the allowed block, the note mask, a forced
 control id, or only the stop id once the grammar is finished). The core needs no vLLM and is tested on
 CPU. Temperature, top-k, top-p and seeds are vLLM's own. Speculative decoding is not supported (one
@@ -28,8 +29,7 @@ from midilm.generate.grammar import GrammarConfig
 from midilm.generate.sampler import MusicSequence, SampleResult, SamplingConfig, _trim_partial, window_grammar
 
 ARGS_KEY = "midilm_grammar"  # the key of our settings in SamplingParams.extra_args
-PROCESSOR_V2 = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"
-PROCESSOR_V1 = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessorV1"
+PROCESSOR = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"  # by name: vLLM's workers import it
 
 
 # --- per-request settings, JSON-safe (they cross vLLM's process boundary in msgpack) -------------------
@@ -154,7 +154,7 @@ class GrammarBatch:
         r[lo:hi] = keep
 
 
-# --- vLLM's two processor interfaces --------------------------------------------------------------------
+# --- vLLM's two processor interfaces, in one class ----------------------------------------------------
 
 try:
     from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as _V2Base
@@ -162,17 +162,22 @@ except ImportError:  # no vLLM here (or one without Model Runner V2)
     _V2Base = None
 try:
     from vllm.v1.sample.logits_processor import LogitsProcessor as _V1Base
+    from vllm.v1.sample.logits_processor import MoveDirectionality as _Move
 except ImportError:
-    _V1Base = None
+    _V1Base = _Move = None
+_BASES = tuple(b for b in (_V2Base, _V1Base) if b is not None)
 
 
-if _V2Base is not None:
+if _BASES:
 
-    class MidiGrammarLogitsProcessor(_V2Base):
-        """Model Runner V2: state is keyed by request slot; each row says its slot, position and input id."""
+    class MidiGrammarLogitsProcessor(*_BASES):
+        """The grammar for vLLM. It subclasses both runners' interfaces, so whichever model runner the engine
+        picks, its loader accepts the class: Model Runner V2 calls `add_request` and `apply(logits, ctx)`,
+        the legacy V1 runner `update_state(batch_update)` and `apply(logits)`."""
 
-        def __init__(self, vllm_config, *args, **kwargs):
+        def __init__(self, vllm_config, *args, **kwargs):  # V2: (config, req_states); V1: (config, device, pin)
             self.batch = GrammarBatch()
+            self.outputs: dict[int, list[int]] = {}  # V1: slot -> the request's live list of output ids
 
         @classmethod
         def validate_params(cls, sampling_params) -> None:
@@ -186,44 +191,12 @@ if _V2Base is not None:
         def add_request(self, req_idx: int, sampling_params) -> bool:
             return self.batch.add(req_idx, sampling_params.extra_args)
 
-        def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
-            if not self.batch.slots:
-                return logits
-            # one host copy per step: the grammar state lives in Python
-            slots = ctx.expanded_idx_mapping.tolist()
-            positions, inputs = ctx.pos.tolist(), ctx.input_ids.tolist()
-            for row, slot in enumerate(slots):
-                if slot in self.batch.slots:
-                    self.batch.observe_last(slot, positions[row], inputs[row])
-                    self.batch.mask_row(logits, row, slot)
-            return logits
-
-
-if _V1Base is not None:
-    from vllm.v1.sample.logits_processor import MoveDirectionality as _Move
-
-    class MidiGrammarLogitsProcessorV1(_V1Base):
-        """The legacy V1 model runner: rows are batch indices, kept in step by BatchUpdate."""
-
-        def __init__(self, vllm_config, device, is_pin_memory):
-            self.batch = GrammarBatch()
-            self.outputs: dict[int, list[int]] = {}  # slot -> the request's live list of output ids
-
-        @classmethod
-        def validate_params(cls, sampling_params) -> None:
-            args = (sampling_params.extra_args or {}).get(ARGS_KEY)
-            if args is not None:
-                validate_args(args)
-
-        def is_argmax_invariant(self) -> bool:
-            return False
-
         def update_state(self, batch_update) -> None:
             if batch_update is not None:
                 for slot in batch_update.removed:
                     self.batch.remove(slot)
                     self.outputs.pop(slot, None)
-                for added in batch_update.added:
+                for added in batch_update.added:  # (slot, params, prompt ids, output ids)
                     slot, params, output_ids = added[0], added[1], added[-1]
                     if self.batch.add(slot, params.extra_args):
                         self.outputs[slot] = output_ids
@@ -240,10 +213,21 @@ if _V1Base is not None:
             for slot, output_ids in self.outputs.items():
                 self.batch.observe(slot, output_ids)
 
-        def apply(self, logits: torch.Tensor) -> torch.Tensor:
-            for slot in self.batch.slots:
-                if slot < logits.shape[0]:
-                    self.batch.mask_row(logits, slot, slot)
+        def apply(self, logits: torch.Tensor, ctx=None) -> torch.Tensor:
+            if not self.batch.slots:
+                return logits
+            if ctx is None:  # V1: row = slot, state already advanced by update_state
+                for slot in self.batch.slots:
+                    if slot < logits.shape[0]:
+                        self.batch.mask_row(logits, slot, slot)
+                return logits
+            # V2: each row names its slot, position and input id; one host copy per step, the grammar being Python
+            slots = ctx.expanded_idx_mapping.tolist()
+            positions, inputs = ctx.pos.tolist(), ctx.input_ids.tolist()
+            for row, slot in enumerate(slots):
+                if slot in self.batch.slots:
+                    self.batch.observe_last(slot, positions[row], inputs[row])
+                    self.batch.mask_row(logits, row, slot)
             return logits
 
 
@@ -266,13 +250,7 @@ def load_vllm(model_dir: str | Path, dtype: str | None = None, device: str | Non
         raise ValueError(f"the vllm backend runs on a CUDA GPU; device {device!r} is not supported")
     options = {"dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype or "", "auto"),
                **llm_options}
-    try:
-        return vllm.LLM(model=str(model_dir), logits_processors=[PROCESSOR_V2], **options)
-    except ValueError as e:
-        if "not a subclass" not in str(e) or _V1Base is None:
-            raise
-        # this engine picked the legacy V1 model runner, which takes the other interface
-        return vllm.LLM(model=str(model_dir), logits_processors=[PROCESSOR_V1], **options)
+    return vllm.LLM(model=str(model_dir), logits_processors=[PROCESSOR], **options)
 
 
 def parse_output(args: dict, output_ids: Sequence[int]) -> tuple[list[int], str]:

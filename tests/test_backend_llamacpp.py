@@ -89,6 +89,23 @@ def test_pipeline_with_sliding_windows_on_llamacpp(f32_path):
     m.model.close()
 
 
+def test_a_gguf_of_another_model_is_refused(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from midilm.models.tokenizer import train_text_tokenizer
+
+    tok = train_text_tokenizer(["a small text model for a test"] * 4, 300, tmp_path / "text")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "text")
+    other = export_gguf(tmp_path / "text", tmp_path / "text.gguf", "f16")  # a plain text model converts too
+    d = LlamaCppDecoder(other)
+    assert d.n_vocab == len(tok)
+    d.close()
+    with pytest.raises(ValueError, match="converted from another model"):
+        load_text_to_midi(MODEL, backend="llamacpp", gguf=other)
+
+
 def test_cli_backend_llamacpp_and_clear_errors(tmp_path, f32_path, capsys):
     from midilm.cli import main
 

@@ -184,8 +184,11 @@ def _write(path: Path, model_dir: Path, config, weights: dict[str, np.ndarray], 
     elif rope_type not in ("default", "llama3"):
         raise ValueError(f"rope scaling {rope_type!r} is not supported by this converter")
 
-    layout = layout_for(model_dir, vocab_size=vocab_size)
-    tokens, types, merges = _tokenizer_vocab(model_dir, vocab_size, layout.music_offset)
+    try:
+        music_offset = layout_for(model_dir, vocab_size=vocab_size).music_offset
+    except ValueError:  # a plain text model (a base to expand later): no music rows
+        music_offset = vocab_size
+    tokens, types, merges = _tokenizer_vocab(model_dir, vocab_size, music_offset)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)

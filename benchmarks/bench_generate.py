@@ -70,7 +70,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     backends = args.backends.split(",")
-    work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    tmp = tempfile.TemporaryDirectory(prefix="bench-generate-")  # GGUF copies; removed at exit
+    work = Path(tmp.name)
     if args.model:
         from midilm.models.midi_llm import load_text_to_midi
 

@@ -83,6 +83,9 @@ def main() -> None:
         prompt = [0] + list(range(5, 40)) + [offset + AUTOREGRESS]
         model_dir = work / "random"
         model.save_pretrained(model_dir)
+        from midilm.models.tokenizer import train_text_tokenizer
+
+        train_text_tokenizer(["a tokenizer for the GGUF copy of a random model"] * 4, 300, model_dir)
         name = "random weights, shipped architecture"
     params = sum(p.numel() for p in model.parameters()) / 1e6
     # a grammar that never runs out of room, so every run makes exactly the requested tokens

@@ -32,7 +32,7 @@ class T2MConfig:
     data: str  # a dataset built by `midilm dataset build`
     output: str
     init_from: str | None = None  # a local HF causal LM to expand; None trains a small Llama from scratch
-    init_scheme: str = "mean"
+    init_scheme: str = "block-mean"  # never worse than mean by early loss (docs/init_schemes.md)
     text_vocab: int = 2048  # BPE size when training from scratch
     hidden: int = 256
     layers: int = 4

@@ -7,7 +7,8 @@ comparison isolates how the music enters the model:
 - `amt`: the base LLM is a text-to-MIDI model with the AMT vocabulary (`--llm`, e.g. the shipped
   midilm-t2m-tiny); the music is its AMT ids, and the model learns to read what it was trained to write.
 
-There is no projector, so there is no stage 1: one LoRA stage with the stage-2 data. The loss is the
+There is no projector, so there is no stage 1: one LoRA stage with the stage-2 data (or, with
+`full_finetune`, all weights: what a text-to-MIDI model needs, since it never learned to write text). The loss is the
 cross-entropy of the answers over the text rows of the output layer only (for an expanded model the
 55,030 music rows would cost 28 times the text ones and can never be an answer). The music ids of every
 row are computed once and cached as JSON.
@@ -31,6 +32,9 @@ REPRESENTATIONS = {"abc": "abc", "amt": "amt-native"}
 class BaselineConfig(UnderstandConfig):
     representation: str = "abc"  # abc | amt
     max_midi_tokens: int = 384
+    # all weights train instead of LoRA: a text-to-MIDI model was never taught to write text, and LoRA alone
+    # leaves its output rows as they were (its answers stayed punctuation in our runs)
+    full_finetune: bool = False
 
     def kind(self) -> str:
         if self.representation not in REPRESENTATIONS:
@@ -125,7 +129,7 @@ def text_rows_lm(peft_model, n_text: int):
             self.lm = peft_model
 
         def forward(self, input_ids, attention_mask, labels):
-            base = self.lm.get_base_model()
+            base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
             hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             keep = labels[:, 1:] != -100  # only answer positions reach the output layer
             if not keep.any():
@@ -156,7 +160,7 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
                       bias="none", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(llm, lora)
+    peft_model = llm if cfg.full_finetune else get_peft_model(llm, lora)
     rows = load_train_rows(cfg.data, cfg.max_rows, cfg.seed)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
     ids = row_midi_ids(rows, kind, tokenizer, layout, cfg.max_midi_tokens, cache)
@@ -177,7 +181,11 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     shutil.copytree(src, llm_dir, ignore=lambda d, names: [n for n in names if (Path(d) / n).is_dir()
                                                             or not n.endswith((".json", ".safetensors", ".txt"))
                                                             or n in ("loss_history.json", "train_config.json")])
-    peft_model.save_pretrained(out / "adapter", safe_serialization=True)
+    if cfg.full_finetune:
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        llm.save_pretrained(llm_dir, safe_serialization=True)
+    else:
+        peft_model.save_pretrained(out / "adapter", safe_serialization=True)
     (out / "midilm.json").write_text(json.dumps({"kind": kind, "max_midi_tokens": cfg.max_midi_tokens,
                                                  "base_llm": str(src), "format_version": 1}, indent=2) + "\n")
     _finish(cfg, out, history, f"{kind} baseline (LoRA)")

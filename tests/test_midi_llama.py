@@ -129,6 +129,7 @@ def test_save_load_round_trip(parts, notes, tmp_path):
     m.eval()
     encs = [encode_conversation(m.tokenizer, [("What key is this piece in?", None)])] * 2
     feats = m.features(notes)
+    m.set_feature_stats(feats.numpy() * 0.5 + 0.1)  # non-trivial standardisation, saved with the projector
     b = m.batch(encs, left_pad=True)
     with torch.no_grad():
         before = m(midi_features=feats, **b).logits
@@ -140,6 +141,7 @@ def test_save_load_round_trip(parts, notes, tmp_path):
     for merge in (False, True):
         again = MidiLlama.from_pretrained(tmp_path / "model", merge_lora=merge)
         assert again.config.k == 3 and again.config.pool_layers == [0, -1]
+        assert torch.equal(again.feature_std, m.feature_std) and torch.equal(again.feature_mean, m.feature_mean)
         f2 = again.features(notes)
         assert f2.shape == (2, 3, 64)  # embedding-layer and last-layer states side by side
         assert torch.allclose(feats, f2)

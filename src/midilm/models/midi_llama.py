@@ -159,6 +159,10 @@ class MidiLlama(nn.Module):
         super().__init__()
         self.encoder, self.llm, self.tokenizer, self.config = encoder, llm, tokenizer, config
         self.projector = projector or make_projector(config.projector, config.encoder_hidden, config.llm_hidden)
+        # per-dimension standardisation of the pooled vectors (set from the training rows in stage 1): the
+        # pooled states share a large common component that would otherwise swamp what tells pieces apart
+        self.register_buffer("feature_mean", torch.zeros(config.encoder_hidden))
+        self.register_buffer("feature_std", torch.ones(config.encoder_hidden))
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         depth = max(config.pool_layers) if min(config.pool_layers) >= 0 else None
@@ -181,6 +185,12 @@ class MidiLlama(nn.Module):
     def base_llm(self):
         """The causal LM under any LoRA wrapper."""
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def set_feature_stats(self, features: np.ndarray) -> None:
+        """Standardise the pooled vectors with the mean and standard deviation of these ([n, k, H])."""
+        f = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(-1, self.config.encoder_hidden))
+        self.feature_mean.copy_(f.mean(0))
+        self.feature_std.copy_(f.std(0).clamp_min(1e-4))
 
     def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
         """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays."""
@@ -225,7 +235,8 @@ class MidiLlama(nn.Module):
     def embed(self, input_ids: torch.Tensor, slot: torch.Tensor, midi_features: torch.Tensor) -> torch.Tensor:
         """Text embeddings with the projected MIDI vectors written over the slots."""
         emb = self.llm.get_input_embeddings()(input_ids)
-        prefix = self.projector(midi_features.to(emb.dtype))  # [B, k, D]
+        feats = (midi_features.to(emb.dtype) - self.feature_mean) / self.feature_std
+        prefix = self.projector(feats)  # [B, k, D]
         k = prefix.shape[1]
         pos = slot[:, None] + torch.arange(k, device=slot.device)[None, :]
         where = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
@@ -277,7 +288,8 @@ class MidiLlama(nn.Module):
         self.tokenizer.save_pretrained(out / "llm")
         if base is not self.llm:
             self.llm.save_pretrained(out / "adapter")
-        save_file(state(self.projector), str(out / PROJECTOR_NAME), metadata={"format": "pt"})
+        proj = {**state(self.projector), "feature_mean": self.feature_mean.cpu(), "feature_std": self.feature_std.cpu()}
+        save_file(proj, str(out / PROJECTOR_NAME), metadata={"format": "pt"})
         (out / CONFIG_NAME).write_text(json.dumps(self.config.to_json(), indent=2) + "\n")
         return out
 
@@ -312,7 +324,11 @@ class MidiLlama(nn.Module):
                     warnings.simplefilter("ignore", FutureWarning)  # a transformers deprecation inside peft
                     llm = llm.merge_and_unload()
         model = cls(encoder, llm, tokenizer, config)
-        model.projector.load_state_dict({k: v.float() for k, v in load_file(str(root / PROJECTOR_NAME)).items()})
+        proj = {k: v.float() for k, v in load_file(str(root / PROJECTOR_NAME)).items()}
+        with torch.no_grad():  # directories written before the standardisation existed have no statistics
+            model.feature_mean.copy_(proj.pop("feature_mean", model.feature_mean))
+            model.feature_std.copy_(proj.pop("feature_std", model.feature_std))
+        model.projector.load_state_dict(proj)
         if not trainable:
             model.eval()
         if device:

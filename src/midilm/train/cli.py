@@ -80,6 +80,8 @@ def register_understand(tsub) -> None:
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(d, name))
     for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
+    q.add_argument("--short-only", dest="short_only", action="store_true",
+                   help="stage 2: short factual answers only (no captions, no long answers)")
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_understand)
@@ -112,4 +114,6 @@ def register_understand_baseline(tsub) -> None:
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    q.add_argument("--full-finetune", dest="full_finetune", action="store_true",
+                   help="train all weights instead of LoRA (for a text-to-MIDI model that never wrote text)")
     q.set_defaults(func=cmd_train_understand_baseline)

@@ -58,6 +58,7 @@ class UnderstandConfig:
     max_rows: int | None = None  # a random subset of the train rows (CPU budgets)
     factual_boost: float = 2.0
     boost: str = ""  # extra sampling weights per question type, e.g. "key=4,mode=2"
+    short_only: bool = False  # stage 2: only the short (factual) answer style, no captions: cheaper steps
     p_caption: float = 0.2  # stage 2: share of caption instructions
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
     # stage 0 (the text LM)
@@ -214,9 +215,9 @@ def parse_boost(text: str) -> dict[str, float]:
 
 
 def qa_turns(row: dict, rng: random.Random, n: int, factual_boost: float,
-             boost: dict[str, float] | None = None) -> list[tuple[str, str]]:
+             boost: dict[str, float] | None = None, short_only: bool = False) -> list[tuple[str, str]]:
     """Up to n distinct QA pairs of a row, factual types weighted by `factual_boost`, any by `boost`."""
-    items = _qa(row)
+    items = [q for q in _qa(row) if not short_only or q.get("style") == "short"]
     if not items:
         return []
     boost = boost or {}
@@ -231,12 +232,12 @@ def qa_turns(row: dict, rng: random.Random, n: int, factual_boost: float,
 
 
 def conversation(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfig) -> list[tuple[str, str]]:
-    if stage == 1 or rng.random() < cfg.p_caption:
+    if stage == 1 or (not cfg.short_only and rng.random() < cfg.p_caption):
         turn = caption_turn(row, rng)
         if turn:
             return [turn]
     n = rng.choice((2, 3)) if rng.random() < cfg.p_multi_turn else 1
-    turns = qa_turns(row, rng, n, cfg.factual_boost, parse_boost(cfg.boost))
+    turns = qa_turns(row, rng, n, cfg.factual_boost, parse_boost(cfg.boost), cfg.short_only)
     return turns or ([t] if (t := caption_turn(row, rng)) else [])
 
 
@@ -430,6 +431,8 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     if not keep:
         raise ValueError(f"no readable training rows in {cfg.data}")
     rows, features = [rows[i] for i in keep], features[keep]
+    if cfg.stage == 1:
+        model.set_feature_stats(features)
     name = f"stage{cfg.stage}"
     data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage)
     trainer = _trainer_class()(model=model, args=_training_args(cfg, out, name), train_dataset=data,

@@ -107,3 +107,27 @@ def test_instrument_words():
     assert programs_in_text("Piano and string ensemble with electric bass and drums") == [0, 48, 33, 128]
     with pytest.raises(ValueError, match="kazoo-tuba"):
         program_from_word("kazoo-tuba")
+
+
+def test_transposed_piece_moves_pitches_and_key_but_not_drums():
+    from midilm.annotate.analyze import analyze_piece
+    from midilm.music.piece import shift_key_signature, shift_pitches
+    from midilm.train.augment import shift_key
+
+    piece = example_piece()
+    up = piece.transposed(3)
+
+    def notes(p, shift):  # (start, end, program, pitch class moved by `shift`, drum pitch as is)
+        return sorted(zip(p.start_tick.tolist(), p.end_tick.tolist(), p.program.tolist(),
+                          [x if prog == 128 else (x + shift) % 12 for x, prog in zip(p.pitch.tolist(),
+                                                                                   p.program.tolist())]))
+
+    assert (piece.program == 128).any() and notes(up, 0) == notes(piece, 3) != notes(piece, 0)
+    # the analysis of the moved notes names the moved key
+    assert analyze_piece(up)["key"] == shift_key(analyze_piece(piece)["key"], 3)
+    # pitches pushed out of range come back by octaves, keeping their pitch class
+    assert shift_pitches(np.array([125, 2]), 5).tolist() == [118, 7]
+    assert shift_pitches(np.array([125, 2]), -5).tolist() == [120, 9]
+    # key signatures move round the circle of fifths: C -> D (2 sharps), F (-1) -> Eb (-3), A minor (0) -> B minor
+    assert [shift_key_signature(0, 2), shift_key_signature(-1, -2), shift_key_signature(0, 2)] == [2, -3, 2]
+    assert shift_key_signature(5, 1) == 0  # B major up a semitone is C major

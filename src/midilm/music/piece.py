@@ -27,6 +27,21 @@ def key_name(sharps: int, minor: bool) -> str:
     return f"{tonic} {'minor' if minor else 'major'}"
 
 
+def shift_pitches(pitch: np.ndarray, semitones: int) -> np.ndarray:
+    """MIDI pitches moved by `semitones`; one pushed out of 0..127 moves back in by whole octaves (so the
+    pitch class is always shifted)."""
+    p = np.asarray(pitch, dtype=np.int64) + int(semitones)
+    p = np.where(p > 127, p - 12 * ((p - 116) // 12), p)
+    return np.where(p < 0, p + 12 * ((11 - p) // 12), p)
+
+
+def shift_key_signature(sharps: int, semitones: int) -> int:
+    """The key signature (sharps > 0, flats < 0, in -6..5) of a key moved by `semitones`."""
+    pc = (int(sharps) * 7 + int(semitones)) % 12  # tonic of the relative major; 7 * 7 = 1 (mod 12)
+    s = pc * 7 % 12
+    return s - 12 if s > 5 else s
+
+
 @dataclass(frozen=True)
 class TimeSignature:
     tick: int
@@ -166,6 +181,13 @@ class Piece:
                      tempo_map=TempoMap.from_changes(self.ticks_per_beat, changes),
                      time_signatures=moved(self.time_signatures), key_signatures=moved(self.key_signatures),
                      path=self.path)
+
+
+    def transposed(self, semitones: int) -> Piece:
+        """A copy with every pitched note and the key signatures moved by `semitones` (drums stay)."""
+        pitch = np.where(self.program == DRUMS, self.pitch, shift_pitches(self.pitch, semitones))
+        keys = [replace(k, sharps=shift_key_signature(k.sharps, semitones)) for k in self.key_signatures]
+        return replace(self, pitch=pitch, key_signatures=keys)
 
 
 def empty_piece(ticks_per_beat: int = 480) -> Piece:

@@ -78,7 +78,10 @@ def register_understand(tsub) -> None:
                  "max_rows", "text_vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "text_max_len",
                  "seed", "logging_steps", "save_steps", "workers"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(d, name))
-    for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn"):
+    q.add_argument("--transpose", type=int, default=d.transpose,
+                   help="stage 2: also train on copies transposed by -T+1..T semitones (key answers shifted; 0: off)")
+    for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn",
+                 "p_transpose"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
     q.add_argument("--short-only", dest="short_only", action="store_true",
                    help="stage 2: short factual answers only (no captions, no long answers)")
@@ -110,10 +113,16 @@ def register_understand_baseline(tsub) -> None:
     for name in ("steps", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_len", "max_midi_tokens",
                  "max_rows", "seed", "logging_steps", "save_steps", "workers"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(d, name))
-    for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn"):
+    q.add_argument("--transpose", type=int, default=d.transpose,
+                   help="stage 2: also train on copies transposed by -T+1..T semitones (key answers shifted; 0: off)")
+    for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn",
+                 "p_transpose"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    q.add_argument("--boost", default="", help="extra sampling weight per question type, e.g. key=4,mode=2")
+    q.add_argument("--short-only", dest="short_only", action="store_true",
+                   help="short factual answers only (no captions, no long answers)")
     q.add_argument("--full-finetune", dest="full_finetune", action="store_true",
                    help="train all weights instead of LoRA (for a text-to-MIDI model that never wrote text)")
     q.set_defaults(func=cmd_train_understand_baseline)

@@ -13,6 +13,13 @@ per (rows, encoder, pooling) and cached (`cache/features-*.npy`), as are the row
 Rows are pieces (the whole piece, pooled over up to `max_windows` encoder windows) and 20 s clips (the
 notes starting in [clip_start, clip_end) of `path`, moved to start at a bar line). Train split only.
 
+Transposition (`transpose` T > 0): each row's notes are also shifted by every interval in -T+1..T
+semitones (features cached per interval), and an example picks a transposed copy with probability
+`p_transpose`. A transposed example asks only questions whose short answers survive the shift (tempo,
+meter, instruments, ...) or that can be rewritten (the key, shifted with it). The data's keys are far
+from uniform (G and D major are a third of the answers), so a model can score well by always naming
+them; with the tonic spread evenly it can only answer the key by reading the notes.
+
 Any accelerate launch (DDP, FSDP) runs this unchanged; defaults suit a GPU, flags shrink it for a CPU.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +39,9 @@ from midilm.understand.prompt import encode_conversation, text_only
 # Types whose answers are facts measured from the notes; `factual_boost` samples them more often.
 FACTUAL_TYPES = ("key", "mode", "tempo", "tempo_word", "meter", "instruments", "drums", "texture", "chords",
                  "dynamics", "duration", "pitch_range", "articulation", "modulation", "chord_progression")
+# Types whose short answers stay true when the notes are transposed; "key" is rewritten instead.
+TRANSPOSE_SAFE = ("mode", "tempo", "tempo_word", "meter", "instruments", "drums", "texture", "dynamics", "duration",
+                  "articulation")
 
 
 @dataclass
@@ -61,6 +72,8 @@ class UnderstandConfig:
     short_only: bool = False  # stage 2: only the short (factual) answer style, no captions: cheaper steps
     p_caption: float = 0.2  # stage 2: share of caption instructions
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
+    transpose: int = 0  # stage 2: also train on copies shifted by -T+1..T semitones (0: off)
+    p_transpose: float = 0.75  # stage 2: share of examples that use a transposed copy
     # stage 0 (the text LM)
     text_vocab: int = 3072
     hidden: int = 256
@@ -151,6 +164,52 @@ def row_notes(rows: list[dict], cache_dir: Path | None, progress: bool = True) -
     return out
 
 
+def transpose_notes(notes: np.ndarray, semitones: int) -> np.ndarray:
+    """OctupleMIDI field values with every pitched note moved by `semitones` (drums stay); a note pushed
+    out of 0..127 moves an octave back in."""
+    from midilm.codecs.octuple import FIELDS
+    from midilm.music.piece import shift_pitches
+
+    out = np.array(notes, dtype=np.int64, copy=True).reshape(-1, 8)
+    prog, pitch = FIELDS.index("program"), FIELDS.index("pitch")
+    tonal = out[:, prog] != 128
+    out[tonal, pitch] = shift_pitches(out[tonal, pitch], semitones)
+    return out
+
+
+_KEY_IN_TEXT = re.compile(r"\b([A-G][#b]?) (major|minor)\b")
+
+
+def transpose_key_answer(answer: str, semitones: int) -> str:
+    """A key answer with every "<tonic> major/minor" in it shifted ("It is in G major." -> "It is in A major.")."""
+    from midilm.train.augment import shift_key
+
+    return _KEY_IN_TEXT.sub(lambda m: shift_key(m.group(0), semitones), answer)
+
+
+def transposed_turns(row: dict, rng: random.Random, n: int, semitones: int, factual_boost: float,
+                     boost: dict[str, float] | None = None) -> list[tuple[str, str]]:
+    """Up to n short QA pairs of a row that hold for its copy shifted by `semitones` (key answers rewritten)."""
+    safe = [q for q in _qa(row) if q.get("style") == "short" and (q.get("type") in TRANSPOSE_SAFE or
+                                                                   q.get("type") == "key")]
+    if not safe:
+        return []
+    boost = boost or {}
+    weights = [factual_boost * boost.get(q.get("type"), 1.0) for q in safe]
+    chosen: list[dict] = []
+    for _ in range(min(n, len(safe))):
+        q = rng.choices(safe, weights)[0]
+        if q not in chosen:
+            chosen.append(q)
+    return [(q["question"], transpose_key_answer(q["answer"], semitones) if q["type"] == "key" else q["answer"])
+            for q in chosen]
+
+
+def transpose_shifts(t: int) -> list[int]:
+    """The intervals of `transpose` T: -T+1..T without 0 (T = 6: every other tonic once)."""
+    return [s for s in range(-t + 1, t + 1) if s != 0]
+
+
 def _weights_hash(directory: Path) -> str:
     h = hashlib.sha1()
     for f in sorted(directory.glob("*.safetensors")):
@@ -159,24 +218,28 @@ def _weights_hash(directory: Path) -> str:
 
 
 def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encoder_dir: Path, cache_dir: Path,
-                 batch_size: int = 16) -> np.ndarray:
-    """Pooled frozen-encoder vectors [rows, k, H] (zeros where a row has no notes), cached on disk."""
+                 batch_size: int = 16, semitones: int = 0) -> np.ndarray:
+    """Pooled frozen-encoder vectors [rows, k, H] (zeros where a row has no notes) of the rows' notes,
+    transposed by `semitones`, cached on disk."""
     import torch
     from tqdm.auto import tqdm
 
     c = model.config
     ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
-    key = _key(ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes, c.pool_layers)
+    parts = [ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes, c.pool_layers]
+    key = _key(*parts, semitones) if semitones else _key(*parts)
     cache = cache_dir / f"features-{key}.npy"
     if cache.is_file():
         return np.load(cache, allow_pickle=False)
     out = np.zeros((len(rows), c.k, c.encoder_hidden), dtype=np.float32)
     have = [i for i, n in enumerate(notes) if n is not None]
     chunk = 256
+    desc = f"encoder features ({semitones:+d} semitones)" if semitones else "encoder features"
     with torch.inference_mode():
-        for s in tqdm(range(0, len(have), chunk), desc="encoder features", unit="chunk"):
+        for s in tqdm(range(0, len(have), chunk), desc=desc, unit="chunk"):
             idx = have[s : s + chunk]
-            out[idx] = model.features([notes[i] for i in idx], batch_size=batch_size).cpu().numpy()
+            batch = [notes[i] if not semitones else transpose_notes(notes[i], semitones) for i in idx]
+            out[idx] = model.features(batch, batch_size=batch_size).cpu().numpy()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npy")
     np.save(tmp, out)
@@ -241,12 +304,28 @@ def conversation(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfi
     return turns or ([t] if (t := caption_turn(row, rng)) else [])
 
 
-class ExampleSet:
-    """Map-style examples: item i is a seeded random conversation about row i mod rows (its features)."""
+def example_turns(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfig,
+                  shifts: list[int]) -> tuple[list[tuple[str, str]], int]:
+    """The conversation of one example and the transposition (0: none) its music takes."""
+    if shifts and rng.random() < cfg.p_transpose:
+        shift = rng.choice(shifts)
+        n = rng.choice((2, 3)) if rng.random() < cfg.p_multi_turn else 1
+        turns = transposed_turns(row, rng, n, shift, cfg.factual_boost, parse_boost(cfg.boost))
+        if turns:
+            return turns, shift
+    return conversation(row, stage, rng, cfg), 0
 
-    def __init__(self, rows, features, tokenizer, model_cfg, cfg: UnderstandConfig, stage: int):
+
+class ExampleSet:
+    """Map-style examples: item i is a seeded random conversation about row i mod rows (its features).
+
+    `shifted` maps a transposition interval to the rows' features for the transposed copy (stage 2)."""
+
+    def __init__(self, rows, features, tokenizer, model_cfg, cfg: UnderstandConfig, stage: int,
+                 shifted: dict[int, np.ndarray] | None = None):
         self.rows, self.features, self.tok, self.k, self.cfg, self.stage = rows, features, tokenizer, model_cfg.k, \
             cfg, stage
+        self.shifted = shifted or {}
 
     def __len__(self) -> int:
         return len(self.rows) * 16
@@ -255,12 +334,13 @@ class ExampleSet:
         import torch
 
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
-        row = self.rows[i % len(self.rows)]
-        turns = conversation(row, self.stage, rng, self.cfg)
+        r = i % len(self.rows)
+        turns, shift = example_turns(self.rows[r], self.stage, rng, self.cfg, sorted(self.shifted))
+        features = self.shifted[shift][r] if shift else self.features[r]
         enc = encode_conversation(self.tok, turns)
         room = self.cfg.max_len - len(enc.before) - self.k
         enc.after, enc.labels = enc.after[:room], enc.labels[:room]
-        return {"enc": enc, "midi_features": torch.from_numpy(self.features[i % len(self.rows)])}
+        return {"enc": enc, "midi_features": torch.from_numpy(features)}
 
 
 def make_collator(model):
@@ -430,11 +510,17 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     keep = [i for i, n in enumerate(notes) if n is not None]
     if not keep:
         raise ValueError(f"no readable training rows in {cfg.data}")
+    if cfg.transpose and cfg.stage != 2:
+        raise ValueError("transposition is a stage-2 option (stage 1 trains on captions, which it would falsify)")
+    if not 0 <= cfg.transpose <= 6:
+        raise ValueError(f"transpose must be 0..6 semitones, got {cfg.transpose}")
+    shifted = {s: row_features(model, rows, notes, encoder_dir, cache, semitones=s)[keep]
+               for s in transpose_shifts(cfg.transpose)}
     rows, features = [rows[i] for i in keep], features[keep]
     if cfg.stage == 1:
         model.set_feature_stats(features)
     name = f"stage{cfg.stage}"
-    data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage)
+    data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage, shifted)
     trainer = _trainer_class()(model=model, args=_training_args(cfg, out, name), train_dataset=data,
                                data_collator=make_collator(model))
     trainer.train(resume_from_checkpoint=_resume(cfg, out, name))

@@ -23,7 +23,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from midilm.train.understand import UnderstandConfig, conversation, load_train_rows
+from midilm.train.understand import UnderstandConfig, example_turns, load_train_rows, transpose_shifts
 
 REPRESENTATIONS = {"abc": "abc", "amt": "amt-native"}
 
@@ -77,20 +77,30 @@ def row_midi_ids(rows: list[dict], kind: str, tokenizer, layout, max_tokens: int
 
 
 class TokenExamples:
-    """Item i: a seeded stage-2 conversation about row i mod rows, with the row's music in the MIDI slot."""
+    """Item i: a seeded stage-2 conversation about row i mod rows, with the row's music in the MIDI slot.
 
-    def __init__(self, rows, ids, tokenizer, cfg: BaselineConfig):
-        self.rows, self.ids, self.tok, self.cfg = rows, ids, tokenizer, cfg
+    With `transpose`, conversations are drawn exactly as MIDI-LLaMA's stage 2 draws them
+    (`example_turns`); a transposed one gets the music ids of the row's piece moved by that interval,
+    computed when the example is drawn (there are too many to cache)."""
+
+    def __init__(self, rows, ids, tokenizer, cfg: BaselineConfig, layout=None):
+        self.rows, self.ids, self.tok, self.cfg, self.layout = rows, ids, tokenizer, cfg, layout
+        self.shifts = transpose_shifts(cfg.transpose)
 
     def __len__(self) -> int:
         return len(self.rows) * 16
 
     def __getitem__(self, i: int) -> dict:
         from midilm.understand.prompt import IGNORE, encode_conversation
+        from midilm.understand.token_input import midi_ids
 
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
         row, music = self.rows[i % len(self.rows)], self.ids[i % len(self.rows)]
-        enc = encode_conversation(self.tok, conversation(row, 2, rng, self.cfg))
+        turns, shift = example_turns(row, 2, rng, self.cfg, self.shifts)
+        if shift:
+            piece = row_piece(row).transposed(shift)
+            music = midi_ids(self.cfg.kind(), self.tok, self.layout, piece, self.cfg.max_midi_tokens)
+        enc = encode_conversation(self.tok, turns)
         # the conversation is kept whole where it can be; the music gives way first (whole events for AMT)
         room = max(self.cfg.max_len - len(enc.before) - len(enc.after), 0)
         if len(music) > room:
@@ -167,7 +177,9 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     keep = [i for i, x in enumerate(ids) if x]
     if not keep:
         raise ValueError(f"no readable training rows in {cfg.data}")
-    data = TokenExamples([rows[i] for i in keep], [ids[i] for i in keep], tokenizer, cfg)
+    if not 0 <= cfg.transpose <= 6:
+        raise ValueError(f"transpose must be 0..6 semitones, got {cfg.transpose}")
+    data = TokenExamples([rows[i] for i in keep], [ids[i] for i in keep], tokenizer, cfg, layout)
     model = text_rows_lm(peft_model, text_rows(llm, tokenizer, layout))
     trainer = _trainer_class()(model=model, args=_training_args(cfg, out, "lora"), train_dataset=data,
                                data_collator=collate(tokenizer.pad_token_id))

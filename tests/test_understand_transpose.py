@@ -1,0 +1,100 @@
+"""Transposition in the understanding recipes: moved notes, rewritten key answers, and examples that pair
+each conversation with the features of the copy it talks about."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from midilm.annotate.analyze import analyze_piece
+from midilm.annotate.questions import answer_is_correct, make_questions
+from midilm.codecs.octuple import encode_piece
+from midilm.music.midi_io import read_midi
+from midilm.train.understand import (
+    TRANSPOSE_SAFE,
+    UnderstandConfig,
+    example_turns,
+    transpose_key_answer,
+    transpose_notes,
+    transpose_shifts,
+    transposed_turns,
+)
+from tests.conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def tune():
+    path = sorted(shared_path("nottingham").rglob("*.mid"))[3]
+    piece = read_midi(path)
+    row = {"unit": "piece", "path": str(path), "captions": ["A folk tune."],
+           "qa": make_questions(analyze_piece(piece), random.Random(0))}
+    return piece, row
+
+
+def test_key_answers_move_with_the_notes():
+    assert transpose_key_answer("It is in G major.", 2) == "It is in A major."
+    assert transpose_key_answer("The key is Bb minor.", 3) == "The key is C# minor."
+    assert transpose_key_answer("C# minor", -1) == "C minor"
+    assert transpose_key_answer("Yes.", 4) == "Yes."
+    assert transpose_shifts(6) == [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6] and transpose_shifts(0) == []
+
+
+def test_moved_octuple_notes_equal_the_moved_piece(tune):
+    piece, _ = tune
+    for s in (-5, 1, 6):
+        assert np.array_equal(transpose_notes(encode_piece(piece), s), encode_piece(piece.transposed(s)))
+
+
+def test_transposed_questions_hold_for_the_transposed_piece(tune):
+    piece, row = tune
+    rng = random.Random(1)
+    seen = set()
+    for s in transpose_shifts(6):
+        truth = analyze_piece(piece.transposed(s))
+        for question, answer in transposed_turns(row, rng, 3, s, 1.0, {"key": 3.0}):
+            qtype = next(q["type"] for q in row["qa"] if q["question"] == question)
+            assert qtype in TRANSPOSE_SAFE or qtype == "key"
+            assert answer_is_correct(qtype, answer, truth), (s, qtype, answer)
+            seen.add(qtype)
+    assert "key" in seen and len(seen) >= 4
+
+
+def test_examples_pair_the_conversation_with_its_copy(tune):
+    _, row = tune
+    cfg = UnderstandConfig(data="", output="", transpose=6, p_transpose=0.75, short_only=True, boost="key=6")
+    shifts = transpose_shifts(6)
+    moved = 0
+    for i in range(200):
+        turns, shift = example_turns(row, 2, random.Random(i), cfg, shifts)
+        assert turns and shift in [0, *shifts]
+        if shift:
+            moved += 1
+            for question, answer in turns:
+                original = next(q["answer"] for q in row["qa"] if q["question"] == question)
+                assert answer == transpose_key_answer(original, shift)
+    assert 100 < moved < 190  # p_transpose of the examples, give or take
+    # the same seed draws the same example: the baselines rely on it to see MIDI-LLaMA's conversations
+    assert example_turns(row, 2, random.Random(7), cfg, shifts) == example_turns(row, 2, random.Random(7), cfg, shifts)
+
+
+def test_example_set_feeds_the_features_of_the_copy_it_asks_about(tune):
+    from transformers import AutoTokenizer
+
+    from midilm.models.midi_llama import MidiLlamaConfig
+    from midilm.train.understand import ExampleSet
+
+    _, row = tune
+    tok = AutoTokenizer.from_pretrained(shared_path.__globals__["REPO"] / "src" / "midilm" / "data" / "models" /
+                                        "midilm-understand-tiny" / "llm")
+    cfg = UnderstandConfig(data="", output="", transpose=6, short_only=True, max_len=96)
+    base = np.zeros((1, 1, 4), dtype=np.float32)
+    shifted = {s: np.full((1, 1, 4), s, dtype=np.float32) for s in transpose_shifts(6)}
+    data = ExampleSet([row], base, tok, MidiLlamaConfig(encoder_hidden=4, llm_hidden=8), cfg, 2, shifted)
+    for i in range(40):
+        item = data[i]
+        turns, shift = example_turns(row, 2, random.Random(cfg.seed * 1_000_003 + i), cfg, transpose_shifts(6))
+        assert float(item["midi_features"][0, 0]) == shift
+        assert tok.decode([t for t, lab in zip(item["enc"].after, item["enc"].labels) if lab >= 0]).startswith(
+            turns[0][1].strip()[:8])

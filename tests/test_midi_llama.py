@@ -178,3 +178,24 @@ def test_pooling_the_embedding_layer_drops_the_unused_layers(parts, notes):
     with torch.no_grad():
         expected = full(batch_ids([w]), output_hidden_states=True).hidden_states[0][0, 1 : 1 + len(w)].mean(0)
     assert torch.allclose(m.features([w])[0, 0], expected, atol=1e-5)
+
+
+def test_pooling_the_field_embeddings_keeps_every_field_apart(parts, notes, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from midilm.models.encoder import MusicBertModel, batch_ids
+
+    enc = MusicBertModel.from_pretrained(parts / "encoder")
+    table = enc.embed_tokens.weight.detach().clone()
+    cfg = MidiLlamaConfig(encoder_hidden=8 * 32, llm_hidden=32, k=1, max_windows=3, pool_layers=[0], pool_fields=True)
+    llm, tok = AutoModelForCausalLM.from_pretrained(parts / "llm"), AutoTokenizer.from_pretrained(parts / "llm")
+    m = MidiLlama(enc, llm, tok, cfg)
+    assert len(m.encoder.layers) == 0
+    w = notes[1][:64]
+    ids = batch_ids([w])[0, 8 : 8 * (1 + len(w))].view(-1, 8)  # the notes' ids, without <s> and </s>
+    expected = table[ids].mean(0).reshape(-1)  # field f of the pooled vector = mean embedding of field f's ids
+    got = m.features([w])[0, 0]
+    assert got.shape == (8 * 32,) and torch.allclose(got, expected, atol=1e-6)
+    m.save_pretrained(tmp_path / "m")
+    again = MidiLlama.from_pretrained(tmp_path / "m")
+    assert again.config.pool_fields and torch.allclose(again.features([w])[0, 0], got, atol=1e-6)

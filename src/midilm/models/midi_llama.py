@@ -4,10 +4,12 @@ The music is OctupleMIDI-encoded, cut into encoder windows (up to `max_windows` 
 maximum length, spread evenly over a long piece), encoded by the frozen MusicBERT, and mean-pooled over
 its notes (masked: no <s>, </s> or padding) into one clip vector, or into K vectors for K consecutive
 equal note chunks. The pooled states are the last layer's (the paper) or any chosen layers', concatenated
-(`pool_layers`; 0 is the embedding layer). The projector (one linear layer as in the paper, or a
-2-layer MLP) maps each vector to the LLM width; the K vectors are placed as prefix embeddings in the prompt of
-`midilm.understand.prompt` (before the instruction's text) and fed to any HF causal LM as
-`inputs_embeds`.
+(`pool_layers`; 0 is the embedding layer), or, with `pool_fields`, the encoder's eight field embeddings
+of each note side by side (8 x H, before its down-projection mixes them): a bag of embedded OctupleMIDI
+tokens, for an encoder whose contextual layers carry less than its embedding table (see docs/understand.md).
+The projector (one linear layer as in the paper, or a 2-layer MLP) maps each vector to the LLM width; the
+K vectors are placed as prefix embeddings in the prompt of `midilm.understand.prompt` (before the
+instruction's text) and fed to any HF causal LM as `inputs_embeds`.
 
 Directory layout (safetensors only):
     midilm.json               kind "midi-llama" and the projector/pooling config
@@ -44,6 +46,7 @@ class MidiLlamaConfig:
     projector: str = "linear"  # "linear" (the paper) or "mlp" (Linear-GELU-Linear)
     max_windows: int = 4  # encoder windows pooled for a long piece
     pool_layers: list[int] = field(default_factory=lambda: [-1])  # encoder states pooled (0 = embedding layer)
+    pool_fields: bool = False  # pool the 8 field embeddings (8 x H) instead of hidden states
     window_notes: int | None = None  # notes per window; None = the encoder's maximum
     clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
     extra: dict = field(default_factory=dict)
@@ -79,9 +82,10 @@ def select_windows(notes: np.ndarray, window: int, max_windows: int) -> list[np.
 
 @torch.no_grad()
 def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, window: int | None = None,
-               batch_size: int = 16, layers: Sequence[int] = (-1,)) -> torch.Tensor:
+               batch_size: int = 16, layers: Sequence[int] = (-1,), fields: bool = False) -> torch.Tensor:
     """[B, k, H * len(layers)] pooled encoder states of OctupleMIDI note arrays (one item's windows pooled
-    together); `layers` index the encoder's hidden states (0 = the embedding layer, -1 = the last)."""
+    together); `layers` index the encoder's hidden states (0 = the embedding layer, -1 = the last). With
+    `fields`, [B, k, 8 * H]: the notes' field embeddings, concatenated, instead of any layer's states."""
     from midilm.models.encoder import batch_ids, chunk_bounds
 
     window = min(window or encoder.config.max_notes, encoder.config.max_notes)
@@ -98,7 +102,9 @@ def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, w
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         ids = batch_ids([windows[j][1] for j in idx], encoder.config.pad_token_id).to(device)
-        if list(layers) == [-1]:
+        if fields:
+            hidden = encoder.embed_tokens(ids).view(len(idx), -1, 8 * encoder.config.hidden_size).float()
+        elif list(layers) == [-1]:
             hidden = encoder(ids).last_hidden_state.float()
         else:
             per_layer = encoder(ids, output_hidden_states=True).hidden_states
@@ -165,7 +171,7 @@ class MidiLlama(nn.Module):
         self.register_buffer("feature_std", torch.ones(config.encoder_hidden))
         self.encoder.requires_grad_(False)
         self.encoder.eval()
-        depth = max(config.pool_layers) if min(config.pool_layers) >= 0 else None
+        depth = 0 if config.pool_fields else max(config.pool_layers) if min(config.pool_layers) >= 0 else None
         if depth is not None and depth < len(encoder.layers):
             # layers above the deepest pooled one never influence the output: drop them (cost and size)
             encoder.layers = encoder.layers[:depth]
@@ -195,7 +201,7 @@ class MidiLlama(nn.Module):
     def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
         """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays."""
         return pool_notes(self.encoder, notes, self.config.k, self.config.max_windows, self.config.window_notes,
-                          batch_size, self.config.pool_layers)
+                          batch_size, self.config.pool_layers, self.config.pool_fields)
 
     def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05, targets: Sequence[str] | None = None):
         """Wrap the LM with a trainable LoRA adapter (the base stays frozen)."""

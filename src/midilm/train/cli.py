@@ -69,7 +69,8 @@ def register_understand(tsub) -> None:
     q.add_argument("--init", default=None, help="the stage-1 model directory (stage 2)")
     q.add_argument("--projector", choices=("linear", "mlp"), default="linear")
     q.add_argument("--pool-layers", dest="pool_layers", default="-1",
-                   help="encoder layers pooled, comma-separated (default -1: the last; 0: the embedding layer)")
+                   help="encoder layers pooled, comma-separated (default -1: the last; 0: the embedding layer), "
+                        "or 'fields': the 8 field embeddings of each note, side by side")
     q.add_argument("--save-dtype", dest="save_dtype", choices=("fp32", "bf16"), default="fp32")
     q.add_argument("--boost", default="", help="extra sampling weight per question type in stage 2, e.g. key=4,mode=2")
     q.add_argument("--cache-dir", dest="cache_dir", default=None, help="notes/features cache (default OUT/cache)")

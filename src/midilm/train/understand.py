@@ -55,7 +55,8 @@ class UnderstandConfig:
     k: int = 1  # pooled vectors (MIDI-LLaMA: 1)
     projector: str = "linear"  # linear (MIDI-LLaMA) or mlp
     max_windows: int = 4
-    pool_layers: str = "-1"  # comma-separated encoder layers pooled (MIDI-LLaMA: -1, the last; 0 = embeddings)
+    pool_layers: str = "-1"  # comma-separated encoder layers pooled (MIDI-LLaMA: -1, the last; 0 = embeddings),
+    # or "fields": the eight field embeddings of each note, side by side
     steps: int = 2000
     batch_size: int = 16
     grad_accum: int = 1
@@ -227,6 +228,8 @@ def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encode
     c = model.config
     ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
     parts = [ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes, c.pool_layers]
+    if c.pool_fields:
+        parts.append("fields")
     key = _key(*parts, semitones) if semitones else _key(*parts)
     cache = cache_dir / f"features-{key}.npy"
     if cache.is_file():
@@ -483,9 +486,15 @@ def build_model(cfg: UnderstandConfig):
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    layers = [int(x) for x in str(cfg.pool_layers).split(",") if x.strip()]
-    mcfg = MidiLlamaConfig(encoder_hidden=encoder.config.hidden_size * len(layers), llm_hidden=llm.config.hidden_size,
-                           k=cfg.k, projector=cfg.projector, max_windows=cfg.max_windows, pool_layers=layers)
+    fields = str(cfg.pool_layers).strip() == "fields"
+    try:
+        layers = [0] if fields else [int(x) for x in str(cfg.pool_layers).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"pool_layers must be layer numbers like -1 or 0,1, or 'fields'; got {cfg.pool_layers!r}") \
+            from None
+    width = encoder.config.hidden_size * (8 if fields else len(layers))
+    mcfg = MidiLlamaConfig(encoder_hidden=width, llm_hidden=llm.config.hidden_size, k=cfg.k, projector=cfg.projector,
+                           max_windows=cfg.max_windows, pool_layers=layers, pool_fields=fields)
     model = MidiLlama(encoder, llm, tokenizer, mcfg)
     model.freeze_llm()
     return model, Path(cfg.encoder)

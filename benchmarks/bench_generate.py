@@ -9,9 +9,10 @@ on what the weights learned). For each backend: our loop with the grammar, our l
 cost of the constraints) and, once, `model.generate` sampling with top-p and no constraints (the
 baseline). Reported: tokens, wall seconds and CPU seconds of this process (the machine is shared: CPU
 time is the steadier figure), tokens per second, seconds for 2,046 tokens and the real-time factor
-(seconds of music per second of compute). With --agreement N, greedy decoding on each llama.cpp type is
-compared with transformers' over N tokens (where the two first differ). vLLM needs a GPU: run it with
---backends vllm on one.
+(seconds of music per second of compute). Each llama.cpp type runs twice: the full GGUF and the
+"events head" one that `midilm generate --backend llamacpp` uses (constrained only). With --agreement N,
+greedy decoding on each is compared with transformers' over N tokens (where the two first differ).
+vLLM needs a GPU: run it with --backends vllm on one.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def main() -> None:
     rows: list[tuple[str, int, float, float, float | None]] = []
     notes: list[str] = []
 
-    def bench_loop(label: str, decoder) -> None:
-        for suffix, constrained in (("constrained", True), ("unconstrained", False)):
+    def bench_loop(label: str, decoder, unconstrained: bool = True) -> None:
+        for suffix, constrained in (("constrained", True), ("unconstrained", False))[: 2 if unconstrained else 1]:
             cfg = SamplingConfig(max_new_tokens=args.tokens, seed=0, constrained=constrained)
             r, wall, cpu = timed(lambda cfg=cfg: sample_music(decoder, prompt, offset, cfg, grammar), args.repeat)
             toks = r.tokens[0]
@@ -114,23 +115,30 @@ def main() -> None:
                      None))
     if "llamacpp" in backends:
         from midilm.generate.backends.llamacpp import LlamaCppDecoder
-        from midilm.models.gguf import export_gguf
+        from midilm.models.gguf import export_gguf, input_embeddings
 
         for gguf_type in args.gguf_types.split(","):
             t = time.perf_counter()
             path = export_gguf(model_dir, work / f"model-{gguf_type}.gguf", gguf_type)
             notes.append(f"GGUF {gguf_type}: {path.stat().st_size / 2**20:.1f} MiB, converted in "
                          f"{time.perf_counter() - t:.1f} s (once; cached by `midilm generate`)")
-            decoder = LlamaCppDecoder(path, threads=args.threads)
-            bench_loop(f"llama.cpp {gguf_type}, our loop", decoder)
+            events = export_gguf(model_dir, work / f"model-{gguf_type}-events.gguf", gguf_type, "events")
+            notes.append(f"GGUF {gguf_type} events head: {events.stat().st_size / 2**20:.1f} MiB")
+            full = LlamaCppDecoder(path, threads=args.threads)
+            cut = LlamaCppDecoder(events, threads=args.threads, input_rows=lambda: input_embeddings(model_dir))
+            bench_loop(f"llama.cpp {gguf_type}, our loop", full)
+            # the events head serves constrained sampling only (unconstrained switches to the full file)
+            bench_loop(f"llama.cpp {gguf_type} events head (default), our loop", cut, unconstrained=False)
             if args.agreement:
                 greedy = SamplingConfig(max_new_tokens=args.agreement, top_k=1, seed=0)
                 ref = sample_music(model, prompt, offset, greedy, grammar).tokens[0]
-                got = sample_music(decoder, prompt, offset, greedy, grammar).tokens[0]
-                k = first_difference(ref, got)
-                notes.append(f"greedy {gguf_type} vs transformers over {len(ref)} tokens: "
-                             + ("identical" if k is None else f"first difference at token {k}"))
-            decoder.close()
+                for head, decoder in (("full head", full), ("events head", cut)):
+                    got = sample_music(decoder, prompt, offset, greedy, grammar).tokens[0]
+                    k = first_difference(ref, got)
+                    notes.append(f"greedy {gguf_type} {head} vs transformers over {len(ref)} tokens: "
+                                 + ("identical" if k is None else f"first difference at token {k}"))
+            full.close()
+            cut.close()
     if "vllm" in backends:
         from midilm.generate.backends.vllm import sample_music_vllm
         from midilm.models.midi_llm import load_text_to_midi
@@ -152,7 +160,7 @@ def main() -> None:
         print(f"| {label} | {n} | {wall:.2f} | {cpu:.2f} | {n / wall:.0f} | {wall / n * 2046:.2f} | {rtf} |")
     by = {label: (n, wall) for label, n, wall, _, _ in rows}
     print()
-    for label in dict.fromkeys(lbl.rsplit(", ", 1)[0] for lbl, *_ in rows if lbl.endswith("constrained")):
+    for label in dict.fromkeys(lbl.rsplit(", ", 1)[0] for lbl, *_ in rows if lbl.endswith("unconstrained")):
         (n1, w1), (n2, w2) = by[f"{label}, constrained"], by[f"{label}, unconstrained"]
         print(f"- {label}: constraints cost {(w1 / n1) / (w2 / n2) - 1:+.0%} per token")
     for note in notes:

@@ -125,3 +125,43 @@ def test_cli_backend_llamacpp_and_clear_errors(tmp_path, f32_path, capsys):
     assert main(["generate", "x", "-o", str(tmp_path / "c.mid"), "--gguf", str(f32_path)]) == 1
     assert "--backend llamacpp" in capsys.readouterr().err
     assert not (tmp_path / "b.mid").exists() and not (tmp_path / "c.mid").exists()
+
+
+@pytest.fixture(scope="module")
+def events_decoder(tmp_path_factory, f32_path):
+    from midilm.models.gguf import export_gguf, input_embeddings
+
+    path = export_gguf(MODEL, tmp_path_factory.mktemp("gguf-events") / "tiny-f32-events.gguf", "f32", "events")
+    d = LlamaCppDecoder(path, input_rows=lambda: input_embeddings(MODEL), full=lambda: LlamaCppDecoder(f32_path))
+    yield d
+    d.close()
+
+
+def test_events_head_scores_only_event_ids_and_matches_transformers(hf, events_decoder):
+    d = events_decoder
+    assert d.n_vocab == hf.layout.music_offset + vocab.CONTROL_OFFSET and d.full_vocab == hf.model.config.vocab_size
+    prompt = hf.prompt_ids("A cheerful pop song with piano, bass and drums in C major.")
+    grammar = GrammarConfig.make([0, 33, 128], max_notes_per_onset=4)
+    cfg = SamplingConfig(max_new_tokens=450, top_k=1, n=1, seed=0)
+    ref = sample_music(hf.model, prompt, hf.layout.music_offset, cfg, grammar)
+    assert sample_music(d, prompt, hf.layout.music_offset, cfg, grammar).tokens == ref.tokens
+    # forced controls (accompaniment) enter as embedding rows: still the transformers backend's greedy output
+    melody = []
+    for k in range(6):
+        melody += [k * 100, vocab.DUR_OFFSET + 90, vocab.NOTE_OFFSET + 73 * 128 + 72 + k]
+    controls, context = as_controls(melody), [0, vocab.DUR_OFFSET + 40, vocab.NOTE_OFFSET + 48]
+    prompt = hf.prompt_ids("piano")[:-1] + [hf.layout.music_offset + vocab.ANTICIPATE]
+    cfg = SamplingConfig(max_new_tokens=200, top_k=1, n=2, seconds=6.0)
+    ref = sample_music(hf.model, prompt, hf.layout.music_offset, cfg, GrammarConfig.make([0]), context, controls)
+    got = sample_music(d, prompt, hf.layout.music_offset, cfg, GrammarConfig.make([0]), context, controls)
+    assert got.tokens == ref.tokens and any(t >= vocab.CONTROL_OFFSET for t in got.tokens[0])
+    with pytest.raises(ValueError, match="scores only ids below"):
+        d.logits(0, 0, d.n_vocab + 1)
+
+
+def test_unconstrained_sampling_moves_to_the_full_head(hf, events_decoder, decoder):
+    prompt = hf.prompt_ids("A slow piano piece.")
+    cfg = SamplingConfig(max_new_tokens=60, top_k=1, constrained=False)
+    got = sample_music(events_decoder, prompt, hf.layout.music_offset, cfg)
+    assert got.tokens == sample_music(decoder, prompt, hf.layout.music_offset, cfg).tokens
+    assert events_decoder.with_full_vocabulary() is not events_decoder

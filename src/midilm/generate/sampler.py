@@ -222,6 +222,8 @@ def sample_music(
     seqs = [MusicSequence(grammar, sampling.constrained, context, controls, sampling.max_new_tokens)
             for _ in range(n)]
     decoder = as_decoder(model)
+    if not sampling.constrained and hasattr(decoder, "with_full_vocabulary"):
+        decoder = decoder.with_full_vocabulary()  # any music id may be drawn: a cut output layer will not do
     decoder.start(list(prompt_ids) + [music_offset + int(t) for t in context], n, sampling.max_new_tokens)
     steps = 0
     while True:

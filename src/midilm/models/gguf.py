@@ -6,6 +6,13 @@ reordered for its rotary layout), and just enough tokenizer metadata for llama.c
 llama.cpp never tokenizes for us: prompts are tokenized in Python with the HF tokenizer and fed as ids,
 so the music rows are plain control tokens named `<|amt_N|>`.
 
+Two heads: "full" keeps every vocabulary row; "events" keeps only the text and AMT event rows (ids below
+`music_offset + CONTROL_OFFSET`), halving the output layer that llama.cpp runs for every token. The
+constrained sampler only ever draws event ids (AMT controls, the anticipated notes of accompaniment and
+infilling, are forced, never drawn), so its logits are the same; the decoder feeds a control id as its
+input-embedding row instead (`input_embeddings`), and the file records the full size under
+`midilm.full_vocab_size`. Unconstrained sampling (any music id) needs the full head.
+
 The cache lives in `$MIDILM_CACHE`, else `$XDG_CACHE_HOME/midilm`, else `~/.cache/midilm`, under `gguf/`,
 keyed by a hash of the model's files and the conversion type, so a changed model converts again.
 """
@@ -22,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
+GGUF_HEADS = ("full", "events")
+FULL_VOCAB_KEY = "midilm.full_vocab_size"
 CONVERTER_VERSION = "1"  # part of the cache key: bump when the written file changes
 _HASHED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "midilm.json")
 
@@ -47,20 +56,49 @@ def model_hash(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def cached_gguf(model_dir: str | Path, gguf_type: str = "f32", directory: str | Path | None = None) -> Path:
+def cached_gguf(model_dir: str | Path, gguf_type: str = "f32", directory: str | Path | None = None,
+                head: str = "full") -> Path:
     """The GGUF of a model in the cache, converted on first use."""
     model_dir = Path(model_dir)
     if gguf_type not in GGUF_TYPES:
         raise ValueError(f"GGUF type must be one of {', '.join(GGUF_TYPES)}, got {gguf_type!r}")
+    if head not in GGUF_HEADS:
+        raise ValueError(f"GGUF head must be one of {', '.join(GGUF_HEADS)}, got {head!r}")
     target = Path(directory) if directory else cache_dir() / "gguf"
-    path = target / f"{model_dir.name}-{model_hash(model_dir)[:16]}-{gguf_type}.gguf"
+    suffix = "" if head == "full" else f"-{head}"
+    path = target / f"{model_dir.name}-{model_hash(model_dir)[:16]}-{gguf_type}{suffix}.gguf"
     if not path.exists():
-        export_gguf(model_dir, path, gguf_type)
+        export_gguf(model_dir, path, gguf_type, head)
     return path
 
 
-def export_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f32") -> Path:
-    """Write `model_dir` (a LlamaForCausalLM saved with save_pretrained) as a GGUF file at `out`."""
+def events_rows(model_dir: str | Path, vocab_size: int) -> int | None:
+    """Rows an "events" head keeps (text + AMT events), or None for a model without a music vocabulary."""
+    from midilm.codecs.amt.vocab import CONTROL_OFFSET
+    from midilm.models.vocab import layout_for
+
+    try:
+        return layout_for(model_dir, vocab_size=vocab_size).music_offset + CONTROL_OFFSET
+    except ValueError:
+        return None
+
+
+def input_embeddings(model_dir: str | Path) -> np.ndarray:
+    """The input embedding matrix [vocab, hidden] as float32, read from the safetensors files alone."""
+    from safetensors import safe_open
+
+    name = "model.embed_tokens.weight"
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:  # torch reads bf16, which numpy cannot
+            names = set(st.keys())
+            if name in names:
+                return st.get_tensor(name).float().numpy()
+    raise ValueError(f"{model_dir}: no {name} in its safetensors files")
+
+
+def export_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f32", head: str = "full") -> Path:
+    """Write `model_dir` (a LlamaForCausalLM saved with save_pretrained) as a GGUF file at `out`; `head`
+    "events" keeps only the text and AMT event rows (see the module docstring)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -78,8 +116,18 @@ def export_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f32") 
         raise ValueError("Llama models with attention or MLP biases are not supported by this converter")
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True,
                                                  dtype=torch.float32)
+    if head not in GGUF_HEADS:
+        raise ValueError(f"GGUF head must be one of {', '.join(GGUF_HEADS)}, got {head!r}")
     weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     tied = bool(getattr(config, "tie_word_embeddings", False))
+    rows = None
+    if head == "events":
+        rows = events_rows(model_dir, int(config.vocab_size))
+        if rows is None:
+            raise ValueError(f"{model_dir} has no music vocabulary: only the full head applies")
+        for name in ("model.embed_tokens.weight", "lm_head.weight"):
+            if name in weights:
+                weights[name] = weights[name][:rows]
     out.parent.mkdir(parents=True, exist_ok=True)
     # written next to the target and renamed, so a failed or concurrent conversion never leaves half a file
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".part", dir=out.parent)
@@ -88,7 +136,7 @@ def export_gguf(model_dir: str | Path, out: str | Path, gguf_type: str = "f32") 
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; the GGUF gets a normal file's mode
     try:
-        _write(Path(tmp), model_dir, config, weights, tied, gguf_type)
+        _write(Path(tmp), model_dir, config, weights, tied, gguf_type, rows)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -152,12 +200,14 @@ def _tokenizer_vocab(model_dir: Path, vocab_size: int, music_offset: int) -> tup
     return tokens, [int(t) for t in types], merges
 
 
-def _write(path: Path, model_dir: Path, config, weights: dict[str, np.ndarray], tied: bool, gguf_type: str) -> None:
+def _write(path: Path, model_dir: Path, config, weights: dict[str, np.ndarray], tied: bool, gguf_type: str,
+           rows: int | None = None) -> None:
     import gguf
 
     from midilm.models.vocab import layout_for
 
-    vocab_size = int(config.vocab_size)
+    full_size = int(config.vocab_size)
+    vocab_size = rows or full_size
     heads, kv_heads = int(config.num_attention_heads), int(config.num_key_value_heads or config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
     theta, rope = _rope(config)
@@ -184,8 +234,10 @@ def _write(path: Path, model_dir: Path, config, weights: dict[str, np.ndarray], 
     elif rope_type not in ("default", "llama3"):
         raise ValueError(f"rope scaling {rope_type!r} is not supported by this converter")
 
+    if rows:
+        w.add_uint32(FULL_VOCAB_KEY, full_size)
     try:
-        music_offset = layout_for(model_dir, vocab_size=vocab_size).music_offset
+        music_offset = layout_for(model_dir, vocab_size=full_size).music_offset
     except ValueError:  # a plain text model (a base to expand later): no music rows
         music_offset = vocab_size
     tokens, types, merges = _tokenizer_vocab(model_dir, vocab_size, music_offset)

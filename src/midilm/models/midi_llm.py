@@ -80,9 +80,9 @@ def load_text_to_midi(path: str | Path, device: str | None = None, dtype: str | 
             from midilm.generate.backends.llamacpp import load_llamacpp
 
             model = load_llamacpp(path, **backend_options)
-            if vocab_size and model.n_vocab != vocab_size:
+            if vocab_size and model.full_vocab != vocab_size:
                 model.close()
-                raise ValueError(f"the GGUF has {model.n_vocab} vocabulary rows but {path} has {vocab_size}: "
+                raise ValueError(f"the GGUF has {model.full_vocab} vocabulary rows but {path} has {vocab_size}: "
                                  "it was converted from another model")
         else:
             from midilm.generate.backends.vllm import load_vllm

@@ -4,12 +4,19 @@ The shared loop in `generate/sampler.py` does all the sampling (grammar, tempera
 this module only runs the prompt once, copies its KV cache to the n sequences (a unified cache, so the
 copies share cells), feeds one id per live sequence per step and hands back slices of the logits. The
 GGUF is converted from the HF checkpoint on first use and cached (`midilm.models.gguf`).
+
+By default a model directory runs through its "events" GGUF, whose output layer holds only the rows the
+constrained sampler can draw (half the per-token work of the full one). An id past that file's
+vocabulary (an AMT control being forced in) enters as its input-embedding row, read from the checkpoint:
+llama.cpp takes a step either as ids or as embeddings, so such a step goes in whole as embeddings.
+Unconstrained sampling switches to the full GGUF (`with_full_vocabulary`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +53,10 @@ def import_llama_cpp():
 class LlamaCppDecoder:
     """A `Decoder` (see `generate/sampler.py`) over a GGUF file."""
 
-    def __init__(self, gguf_path: str | Path, threads: int = 1):
+    def __init__(self, gguf_path: str | Path, threads: int = 1, input_rows: Callable[[], np.ndarray] | None = None,
+                 full: Callable[[], LlamaCppDecoder] | None = None):
+        """`input_rows` gives the full input-embedding matrix (for ids past an events file's vocabulary);
+        `full` makes the decoder of the full-vocabulary GGUF (for unconstrained sampling)."""
         L = import_llama_cpp()
         self.L = L
         self.path = Path(gguf_path)
@@ -61,6 +71,10 @@ class LlamaCppDecoder:
         if not self.model:
             raise ValueError(f"llama.cpp could not load {self.path}: {' | '.join(_LOG[-3:]) or 'no reason given'}")
         self.n_vocab = int(L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model)))
+        self.full_vocab = int(self._meta("midilm.full_vocab_size") or self.n_vocab)
+        self._input_rows, self._rows_table = input_rows, None
+        self._full, self._full_decoder = full, None
+        self.hidden = int(L.llama_model_n_embd(self.model))
         self.threads = max(1, int(threads))
         self.exact = self._is_f32()
         self.handles = _Handles(L, self.model)
@@ -77,10 +91,36 @@ class LlamaCppDecoder:
     def batch(self):
         return self.handles.batch
 
-    def _is_f32(self) -> bool:
+    def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(64)
-        n = self.L.llama_model_meta_val_str(self.model, b"general.file_type", buf, len(buf))
-        return n > 0 and buf.value == b"0"
+        n = self.L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n > 0 else None
+
+    def _is_f32(self) -> bool:
+        return self._meta("general.file_type") == "0"
+
+    def with_full_vocabulary(self) -> LlamaCppDecoder:
+        """This decoder when its file scores every id; else the full GGUF's decoder (made once)."""
+        if self.n_vocab >= self.full_vocab:
+            return self
+        if self._full is None:
+            raise ValueError(f"{self.path.name} scores only the first {self.n_vocab} ids (an events head): "
+                             "unconstrained sampling needs the full GGUF")
+        if self._full_decoder is None:
+            self._full_decoder = self._full()
+        return self._full_decoder
+
+    def _embedding_rows(self, ids: list[int]) -> np.ndarray:
+        if self._rows_table is None:
+            if self._input_rows is None:
+                raise ValueError(f"id {max(ids)} is past the {self.n_vocab} ids of {self.path.name}, and no "
+                                 "checkpoint was given to read its embedding from")
+            table = np.ascontiguousarray(self._input_rows(), dtype=np.float32)
+            if table.shape != (self.full_vocab, self.hidden):
+                raise ValueError(f"input embeddings of shape {table.shape}, expected "
+                                 f"({self.full_vocab}, {self.hidden})")
+            self._rows_table = table
+        return np.ascontiguousarray(self._rows_table[ids])
 
     def _context(self, cells: int, n: int) -> None:
         """A context with room for `cells` KV cells and n sequences; the old one is reused when it fits."""
@@ -107,15 +147,26 @@ class LlamaCppDecoder:
         if not ctx:
             raise RuntimeError(f"llama.cpp could not create a context: {' | '.join(_LOG[-3:]) or 'no reason given'}")
         self.handles.ctx, self.handles.batch = ctx, L.llama_batch_init(p.n_batch, 0, p.n_seq_max)
+        if self.full_vocab > self.n_vocab:
+            self.handles.embd_batch = L.llama_batch_init(p.n_batch, self.hidden, p.n_seq_max)
         self.n_ctx, self.n_seq, self.n_batch = p.n_ctx, p.n_seq_max, p.n_batch
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
-        """One llama_decode of (token, position, sequence, wants logits) items."""
-        b = self.batch
+        """One llama_decode of (token, position, sequence, wants logits) items; as embeddings when an id is
+        past the file's vocabulary."""
+        if any(tok >= self.n_vocab for tok, *_ in items):
+            b = self.handles.embd_batch
+            rows = self._embedding_rows([tok for tok, *_ in items])
+            ctypes.memmove(b.embd, rows.ctypes.data, rows.nbytes)
+            for k, (_, pos, seq, out) in enumerate(items):
+                b.pos[k], b.n_seq_id[k], b.logits[k] = pos, 1, out
+                b.seq_id[k][0] = seq
+        else:
+            b = self.batch
+            for k, (tok, pos, seq, out) in enumerate(items):
+                b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = tok, pos, 1, out
+                b.seq_id[k][0] = seq
         b.n_tokens = len(items)
-        for k, (tok, pos, seq, out) in enumerate(items):
-            b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = tok, pos, 1, out
-            b.seq_id[k][0] = seq
         rc = self.L.llama_decode(self.ctx, b)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed (code {rc}): {' | '.join(_LOG[-3:]) or 'no reason given'}")
@@ -123,8 +174,8 @@ class LlamaCppDecoder:
     def start(self, prompt: list[int], n: int, max_new_tokens: int) -> None:
         if not prompt:
             raise ValueError("the prompt is empty")
-        if max(prompt) >= self.n_vocab or min(prompt) < 0:
-            raise ValueError(f"prompt ids must be in 0..{self.n_vocab - 1}")
+        if max(prompt) >= self.full_vocab or min(prompt) < 0:
+            raise ValueError(f"prompt ids must be in 0..{self.full_vocab - 1}")
         self._context(len(prompt) + n * (max_new_tokens + 1), n)
         for lo in range(0, len(prompt), self.n_batch):
             chunk = prompt[lo : lo + self.n_batch]
@@ -146,11 +197,15 @@ class LlamaCppDecoder:
             self.pos[i] += 1
 
     def logits(self, i: int, lo: int, hi: int) -> np.ndarray:
+        if hi > self.n_vocab:
+            raise ValueError(f"{self.path.name} scores only ids below {self.n_vocab}; asked for {lo}..{hi - 1}")
         ptr = self.L.llama_get_logits_ith(self.ctx, self.rows[i])
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))[lo:hi].copy()
 
     def close(self) -> None:
         """Free the context and the model now (otherwise done when the decoder is collected)."""
+        if self._full_decoder is not None:
+            self._full_decoder.close()
         self._finalizer()
 
 
@@ -158,12 +213,13 @@ class _Handles:
     """The C objects, apart from the decoder so that freeing them does not keep the decoder alive."""
 
     def __init__(self, L, model):
-        self.L, self.model, self.ctx, self.batch = L, model, None, None
+        self.L, self.model, self.ctx, self.batch, self.embd_batch = L, model, None, None, None
 
     def free_context(self) -> None:
-        if self.batch is not None:
-            self.L.llama_batch_free(self.batch)
-            self.batch = None
+        for name in ("batch", "embd_batch"):
+            if getattr(self, name) is not None:
+                self.L.llama_batch_free(getattr(self, name))
+                setattr(self, name, None)
         if self.ctx is not None:
             self.L.llama_free(self.ctx)
             self.ctx = None
@@ -176,11 +232,23 @@ class _Handles:
 
 
 def load_llamacpp(model_dir: str | Path, gguf: str | Path | None = None, gguf_type: str = "q8_0", threads: int = 1,
-                  cache_dir: str | Path | None = None) -> LlamaCppDecoder:
-    """A decoder for a model directory: its cached GGUF (converted on first use), or the GGUF file given."""
-    import_llama_cpp()
-    if gguf is None:
-        from midilm.models.gguf import cached_gguf
+                  cache_dir: str | Path | None = None, head: str = "events") -> LlamaCppDecoder:
+    """A decoder for a model directory: its cached GGUF (converted on first use; `head` "events" or
+    "full", see `midilm.models.gguf`), or the GGUF file given."""
+    import json
 
-        gguf = cached_gguf(model_dir, gguf_type, cache_dir)
-    return LlamaCppDecoder(gguf, threads=threads)
+    from midilm.models.gguf import cached_gguf, events_rows, input_embeddings
+
+    import_llama_cpp()
+    model_dir = Path(model_dir)
+    rows = lambda: input_embeddings(model_dir)  # noqa: E731
+    if gguf is not None:
+        return LlamaCppDecoder(gguf, threads=threads, input_rows=rows)
+    vocab = int(json.loads((model_dir / "config.json").read_text()).get("vocab_size", 0))
+    if head == "events" and events_rows(model_dir, vocab) is None:
+        head = "full"  # no music vocabulary to cut
+    full = lambda: LlamaCppDecoder(cached_gguf(model_dir, gguf_type, cache_dir, "full"), threads=threads)  # noqa: E731
+    if head == "full":
+        return LlamaCppDecoder(cached_gguf(model_dir, gguf_type, cache_dir, "full"), threads=threads)
+    return LlamaCppDecoder(cached_gguf(model_dir, gguf_type, cache_dir, "events"), threads=threads, input_rows=rows,
+                           full=full)

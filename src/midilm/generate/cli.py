@@ -109,8 +109,8 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".gguf":
         raise ValueError(f"the output should end in .gguf: {out}")
-    export_gguf(model, out, args.type)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type})", file=sys.stderr)
+    export_gguf(model, out, args.type, args.head)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type}, {args.head} head)", file=sys.stderr)
     return 0
 
 
@@ -130,7 +130,7 @@ def _positive(kind):
 def register(sub) -> None:
     from midilm.cli import _bpm, _meter
     from midilm.generate.backends import BACKENDS
-    from midilm.models.gguf import GGUF_TYPES
+    from midilm.models.gguf import GGUF_HEADS, GGUF_TYPES
 
     p = sub.add_parser("generate", help="write MIDI from a text description")
     p.add_argument("prompt", nargs="?", metavar="PROMPT")
@@ -168,5 +168,8 @@ def register(sub) -> None:
     g.add_argument("model", metavar="MODEL_DIR")
     g.add_argument("-o", "--output", required=True, metavar="OUT.gguf")
     g.add_argument("--type", choices=GGUF_TYPES, default="f16", help="weight type (default f16)")
+    g.add_argument("--head", choices=GGUF_HEADS, default="full",
+                   help="full: every vocabulary row (any llama.cpp tool); events: only text and AMT event rows, "
+                        "what `midilm generate --backend llamacpp` runs for constrained sampling (half the work)")
     g.set_defaults(func=cmd_export_gguf)
     p.set_defaults(func=lambda args: p.error("give a format: gguf"))

@@ -176,17 +176,18 @@ def _timed(fn):
 
 
 def _llamacpp_decoder(model_dir: Path, work: Path, threads: int, notes: list[str]):
-    """Our loop's llama.cpp decoder over a q8_0 GGUF of the model, or None (with a note) where unavailable."""
+    """Our loop's llama.cpp decoder over the q8_0 events-head GGUF of the model (what `midilm generate
+    --backend llamacpp` runs), or None (with a note) where unavailable."""
     try:
         import llama_cpp  # noqa: F401
 
         from midilm.generate.backends.llamacpp import LlamaCppDecoder
-        from midilm.models.gguf import export_gguf
+        from midilm.models.gguf import export_gguf, input_embeddings
     except ImportError:
         notes.append("generation: llama.cpp not timed (llama-cpp-python is not installed)")
         return None
-    path = export_gguf(model_dir, work / "model-q8_0.gguf", "q8_0")
-    return LlamaCppDecoder(path, threads=threads)
+    path = export_gguf(model_dir, work / "model-q8_0-events.gguf", "q8_0", "events")
+    return LlamaCppDecoder(path, threads=threads, input_rows=lambda: input_embeddings(model_dir))
 
 
 def bench_generation(model_dir: Path, size: dict, notes: list[str], threads: int = 1) -> list[Row]:

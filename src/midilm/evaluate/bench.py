@@ -181,13 +181,11 @@ def _llamacpp_decoder(model_dir: Path, work: Path, threads: int, notes: list[str
     try:
         import llama_cpp  # noqa: F401
 
-        from midilm.generate.backends.llamacpp import LlamaCppDecoder
-        from midilm.models.gguf import export_gguf, input_embeddings
+        from midilm.generate.backends.llamacpp import load_llamacpp
     except ImportError:
         notes.append("generation: llama.cpp not timed (llama-cpp-python is not installed)")
         return None
-    path = export_gguf(model_dir, work / "model-q8_0-events.gguf", "q8_0", "events")
-    return LlamaCppDecoder(path, threads=threads, input_rows=lambda: input_embeddings(model_dir))
+    return load_llamacpp(model_dir, gguf_type="q8_0", threads=threads, cache_dir=work)
 
 
 def bench_generation(model_dir: Path, size: dict, notes: list[str], threads: int = 1) -> list[Row]:

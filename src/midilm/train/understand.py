@@ -197,17 +197,14 @@ def transposed_turns(row: dict, rng: random.Random, n: int, semitones: int, fact
         return []
     boost = boost or {}
     weights = [factual_boost * boost.get(q.get("type"), 1.0) for q in safe]
-    chosen: list[dict] = []
-    for _ in range(min(n, len(safe))):
-        q = rng.choices(safe, weights)[0]
-        if q not in chosen:
-            chosen.append(q)
     return [(q["question"], transpose_key_answer(q["answer"], semitones) if q["type"] == "key" else q["answer"])
-            for q in chosen]
+            for q in _draw_distinct(safe, weights, n, rng)]
 
 
 def transpose_shifts(t: int) -> list[int]:
     """The intervals of `transpose` T: -T+1..T without 0 (T = 6: every other tonic once)."""
+    if not 0 <= t <= 6:
+        raise ValueError(f"transpose must be 0..6 semitones, got {t}")
     return [s for s in range(-t + 1, t + 1) if s != 0]
 
 
@@ -289,12 +286,17 @@ def qa_turns(row: dict, rng: random.Random, n: int, factual_boost: float,
     boost = boost or {}
     weights = [(factual_boost if q.get("type") in FACTUAL_TYPES else 1.0) * boost.get(q.get("type"), 1.0)
                for q in items]
+    return [(q["question"], q["answer"]) for q in _draw_distinct(items, weights, n, rng)]
+
+
+def _draw_distinct(items: list[dict], weights: list[float], n: int, rng: random.Random) -> list[dict]:
+    """n weighted draws from items, repeats dropped (so up to n items)."""
     chosen: list[dict] = []
     for _ in range(min(n, len(items))):
         q = rng.choices(items, weights)[0]
         if q not in chosen:
             chosen.append(q)
-    return [(q["question"], q["answer"]) for q in chosen]
+    return chosen
 
 
 def conversation(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfig) -> list[tuple[str, str]]:
@@ -329,6 +331,7 @@ class ExampleSet:
         self.rows, self.features, self.tok, self.k, self.cfg, self.stage = rows, features, tokenizer, model_cfg.k, \
             cfg, stage
         self.shifted = shifted or {}
+        self.shifts = sorted(self.shifted)
 
     def __len__(self) -> int:
         return len(self.rows) * 16
@@ -338,7 +341,7 @@ class ExampleSet:
 
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
         r = i % len(self.rows)
-        turns, shift = example_turns(self.rows[r], self.stage, rng, self.cfg, sorted(self.shifted))
+        turns, shift = example_turns(self.rows[r], self.stage, rng, self.cfg, self.shifts)
         features = self.shifted[shift][r] if shift else self.features[r]
         enc = encode_conversation(self.tok, turns)
         room = self.cfg.max_len - len(enc.before) - self.k
@@ -506,6 +509,9 @@ def train_understand(cfg: UnderstandConfig) -> Path:
         return train_text_llm(cfg)
     if cfg.stage not in (1, 2):
         raise ValueError(f"stage must be 0, 1 or 2, got {cfg.stage}")
+    if cfg.transpose and cfg.stage != 2:
+        raise ValueError("transposition is a stage-2 option (stage 1 trains on captions, which it would falsify)")
+    shifts = transpose_shifts(cfg.transpose)
     import torch
 
     out = Path(cfg.output)
@@ -519,12 +525,7 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     keep = [i for i, n in enumerate(notes) if n is not None]
     if not keep:
         raise ValueError(f"no readable training rows in {cfg.data}")
-    if cfg.transpose and cfg.stage != 2:
-        raise ValueError("transposition is a stage-2 option (stage 1 trains on captions, which it would falsify)")
-    if not 0 <= cfg.transpose <= 6:
-        raise ValueError(f"transpose must be 0..6 semitones, got {cfg.transpose}")
-    shifted = {s: row_features(model, rows, notes, encoder_dir, cache, semitones=s)[keep]
-               for s in transpose_shifts(cfg.transpose)}
+    shifted = {s: row_features(model, rows, notes, encoder_dir, cache, semitones=s)[keep] for s in shifts}
     rows, features = [rows[i] for i in keep], features[keep]
     if cfg.stage == 1:
         model.set_feature_stats(features)

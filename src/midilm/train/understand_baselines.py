@@ -159,6 +159,7 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     from midilm.understand.token_input import load_llm, text_rows
 
     kind = cfg.kind()
+    transpose_shifts(cfg.transpose)  # a bad interval fails before any loading
     if not cfg.llm:
         raise ValueError("--llm is needed: the base causal LM directory (the stage-0 LM for abc, a t2m model for amt)")
     out = Path(cfg.output)
@@ -177,8 +178,6 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     keep = [i for i, x in enumerate(ids) if x]
     if not keep:
         raise ValueError(f"no readable training rows in {cfg.data}")
-    if not 0 <= cfg.transpose <= 6:
-        raise ValueError(f"transpose must be 0..6 semitones, got {cfg.transpose}")
     data = TokenExamples([rows[i] for i in keep], [ids[i] for i in keep], tokenizer, cfg, layout)
     model = text_rows_lm(peft_model, text_rows(llm, tokenizer, layout))
     trainer = _trainer_class()(model=model, args=_training_args(cfg, out, "lora"), train_dataset=data,

@@ -120,7 +120,7 @@ class LlamaCppDecoder:
                 raise ValueError(f"input embeddings of shape {table.shape}, expected "
                                  f"({self.full_vocab}, {self.hidden})")
             self._rows_table = table
-        return np.ascontiguousarray(self._rows_table[ids])
+        return self._rows_table[ids]  # fancy indexing copies: contiguous
 
     def _context(self, cells: int, n: int) -> None:
         """A context with room for `cells` KV cells and n sequences; the old one is reused when it fits."""
@@ -154,18 +154,16 @@ class LlamaCppDecoder:
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
         """One llama_decode of (token, position, sequence, wants logits) items; as embeddings when an id is
         past the file's vocabulary."""
-        if any(tok >= self.n_vocab for tok, *_ in items):
-            b = self.handles.embd_batch
+        embd = any(tok >= self.n_vocab for tok, *_ in items)
+        b = self.handles.embd_batch if embd else self.batch
+        if embd:
             rows = self._embedding_rows([tok for tok, *_ in items])
             ctypes.memmove(b.embd, rows.ctypes.data, rows.nbytes)
-            for k, (_, pos, seq, out) in enumerate(items):
-                b.pos[k], b.n_seq_id[k], b.logits[k] = pos, 1, out
-                b.seq_id[k][0] = seq
-        else:
-            b = self.batch
-            for k, (tok, pos, seq, out) in enumerate(items):
-                b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = tok, pos, 1, out
-                b.seq_id[k][0] = seq
+        for k, (tok, pos, seq, out) in enumerate(items):
+            if not embd:
+                b.token[k] = tok
+            b.pos[k], b.n_seq_id[k], b.logits[k] = pos, 1, out
+            b.seq_id[k][0] = seq
         b.n_tokens = len(items)
         rc = self.L.llama_decode(self.ctx, b)
         if rc != 0:
@@ -244,11 +242,12 @@ def load_llamacpp(model_dir: str | Path, gguf: str | Path | None = None, gguf_ty
     rows = lambda: input_embeddings(model_dir)  # noqa: E731
     if gguf is not None:
         return LlamaCppDecoder(gguf, threads=threads, input_rows=rows)
-    vocab = int(json.loads((model_dir / "config.json").read_text()).get("vocab_size", 0))
-    if head == "events" and events_rows(model_dir, vocab) is None:
-        head = "full"  # no music vocabulary to cut
-    full = lambda: LlamaCppDecoder(cached_gguf(model_dir, gguf_type, cache_dir, "full"), threads=threads)  # noqa: E731
-    if head == "full":
+
+    def full() -> LlamaCppDecoder:
         return LlamaCppDecoder(cached_gguf(model_dir, gguf_type, cache_dir, "full"), threads=threads)
+
+    vocab = int(json.loads((model_dir / "config.json").read_text()).get("vocab_size", 0))
+    if head == "full" or events_rows(model_dir, vocab) is None:  # nothing to cut without a music vocabulary
+        return full()
     return LlamaCppDecoder(cached_gguf(model_dir, gguf_type, cache_dir, "events"), threads=threads, input_rows=rows,
                            full=full)

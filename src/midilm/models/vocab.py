@@ -9,14 +9,15 @@ weights, and inferred for checkpoints without it (MIDI-LLM's release: vocabulary
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from midilm.codecs.amt.vocab import AUTOREGRESS, LLAMA3_TEXT_VOCAB, MIDI_LLM_VOCAB, VOCAB_SIZE
+from midilm.models.manifest import MANIFEST, has_manifest, read_manifest, write_manifest
 
 MUSIC_ROWS = 55030  # MIDI-LLM's block: the 55,028 AMT ids plus two unused rows
-SIDECAR = "midilm.json"
+SIDECAR = MANIFEST
+T2M_KIND = "text-to-midi"
 MIDI_LLM_PROMPT = (
     "You are a world-class composer. Please compose some music according to the following description: "
 )
@@ -49,14 +50,14 @@ class MusicLayout:
         return self.prompt_prefix + (caption.strip() if caption else "") + " "
 
     def save(self, directory: str | Path) -> None:
-        Path(directory, SIDECAR).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Record the layout in the directory's manifest (`midilm.json`, kind "text-to-midi")."""
+        write_manifest(directory, T2M_KIND, **asdict(self))
 
 
 def layout_for(directory: str | Path, vocab_size: int | None = None, tokenizer_len: int | None = None) -> MusicLayout:
     """The layout of a saved model: from `midilm.json`, else MIDI-LLM's release, else the tokenizer length."""
-    sidecar = Path(directory, SIDECAR)
-    if sidecar.exists():
-        data = json.loads(sidecar.read_text())
+    if has_manifest(directory):
+        data = read_manifest(directory, expected_kind=T2M_KIND)
         return MusicLayout(**{k: v for k, v in data.items() if k in MusicLayout.__dataclass_fields__})
     if vocab_size == MIDI_LLM_VOCAB:
         return MusicLayout(LLAMA3_TEXT_VOCAB)

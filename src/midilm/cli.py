@@ -9,47 +9,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+from midilm.cli_common import (  # noqa: F401 (CliError and EXIT_USAGE are this module's API too)
+    EXIT_ERROR,
+    EXIT_USAGE,
+    CliError,
+    atomic_text,
+    bpm,
+    meter,
+    report_file_error,
+)
 
-
-class CliError(Exception):
-    """A problem with the user's input, shown as one line."""
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _bpm(text: str) -> float:
-    value = _positive_float(text)
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"bpm must be between 1 and 1000, got {text}")
-    return value
-
-
-def _meter(text: str) -> tuple[int, int]:
-    try:
-        num, den = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"meter must look like 3/4, got {text!r}") from None
-    if not (1 <= num <= 64 and den in (1, 2, 4, 8, 16, 32, 64)):
-        raise argparse.ArgumentTypeError(f"meter {text} is not a valid time signature")
-    return num, den
-
-
-def report_file_error(path: str, error: Exception, as_json: bool) -> None:
-    """A file a batch command could not handle: a JSON line on stdout (with --json) and one line on stderr."""
-    if as_json:
-        print(json.dumps({"path": path, "error": str(error)}), flush=True)
-    print(f"midilm: error: {error}", file=sys.stderr)
-
+# The old private spellings, for midilm.generate.cli until it imports midilm.cli_common (issue 13, section 4).
+_bpm, _meter = bpm, meter
 
 # --- tokenize / detokenize -------------------------------------------------------------------------
 
@@ -78,7 +49,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
         stats: dict = {}
         out = Path(args.lines)
-        with _atomic_text(out) as f:
+        with atomic_text(out) as f:
             for line in training_lines(all_events, augment_factor=args.augment, seed=args.seed, stats=stats):
                 f.write(" ".join(map(str, line)) + "\n")
         print(f"wrote {stats.get('lines', 0)} training lines to {out} ({json.dumps(stats)})", file=sys.stderr)
@@ -207,27 +178,6 @@ def cmd_example(args: argparse.Namespace) -> int:
 # --- plumbing ---------------------------------------------------------------------------------------
 
 
-class _atomic_text:
-    """Write a text file through a temporary sibling, renamed into place only on success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        self.f = open(self.tmp, "w")
-        return self.f
-
-    def __exit__(self, exc_type, exc, tb):
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (and exit 2), not a usage block."""
 
@@ -251,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detokenize", help="decode a JSON list of AMT ids to a MIDI file (never fails on ids)")
     p.add_argument("tokens", metavar="TOKENS.json")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mid")
-    p.add_argument("--bpm", type=_bpm, default=120.0, help="tempo grid to write the notes on (default 120)")
-    p.add_argument("--meter", type=_meter, default=(4, 4), help="time signature, e.g. 3/4 (default 4/4)")
+    p.add_argument("--bpm", type=bpm, default=120.0, help="tempo grid to write the notes on (default 120)")
+    p.add_argument("--meter", type=meter, default=(4, 4), help="time signature, e.g. 3/4 (default 4/4)")
     p.add_argument("--velocity", type=int, default=72, choices=range(1, 128), metavar="1..127")
     p.add_argument("--text-vocab-size", type=int, default=None,
                    help="ids are from a merged LLM vocabulary (e.g. 128256 for Llama 3)")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-EXIT_ERROR = 1
+from midilm.cli_common import EXIT_ERROR, report_file_error
 
 
 def _json_default(obj):
@@ -54,7 +54,6 @@ def _report(path: str, a: dict) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from midilm.annotate.analyze import analyze_piece, analyze_with_clips
-    from midilm.cli import report_file_error
     from midilm.errors import MidilmError
     from midilm.music.midi_io import read_midi
 

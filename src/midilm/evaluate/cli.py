@@ -11,7 +11,6 @@ from pathlib import Path
 def cmd_eval_generate(args: argparse.Namespace) -> int:
     from midilm.evaluate.generation import evaluate_files, evaluate_generation, read_prompts
     from midilm.evaluate.report import write_generation_report
-    from midilm.generate.cli import _load
     from midilm.generate.pipeline import GenerateOptions
 
     prompts = read_prompts(args.prompts)
@@ -30,7 +29,7 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
         print(f"scored {len(prompts)} files of {args.midi}; wrote report.json and {index} to {args.out}",
               file=sys.stderr)
         return 0
-    model = _load(args)
+    model = _load_model(args)
     options = GenerateOptions(seed=args.seed, max_tokens=args.max_tokens, temperature=args.temperature,
                               top_p=args.top_p)
     report = evaluate_generation(model, prompts, args.out, options, unconditioned=args.unconditioned,
@@ -40,6 +39,23 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
     print(json.dumps(report["summary"] | {"sets": _set_summary(report)}, indent=2))
     print(f"wrote {len(prompts)} MIDI files, report.json and {index} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _load_model(args: argparse.Namespace):
+    """The text-to-MIDI model to evaluate (transformers), on a device checked before it loads."""
+    import torch
+
+    from midilm.cli_common import check_device
+    from midilm.generate.cli import default_model_path
+    from midilm.models.midi_llm import load_text_to_midi
+
+    path = Path(args.model) if args.model else default_model_path()
+    if not path.is_dir():
+        hint = "" if args.model else " (no default model is shipped in this install: pass --model DIR)"
+        raise FileNotFoundError(f"model directory not found: {path}{hint}")
+    device = check_device(args.device)
+    torch.set_num_threads(args.threads)
+    return load_text_to_midi(path, device=device)
 
 
 def _set_summary(report: dict) -> dict:

@@ -1,0 +1,353 @@
+"""Steering at inference time: soft biases on the logits of the block the grammar allows, and
+classifier-free guidance (CFG) against the empty-description branch.
+
+Every control is a bias in nats added to a row's logits over AMT ids [lo, hi) (a time, duration or note
+block, or the whole music block when sampling without the grammar), each with its own strength (0 = off):
+
+- key prior (note ids): pitch classes of the asked key are favoured, tonic triad > other scale tones >
+  chromatic; drums are left alone;
+- beat grid (time ids): an onset is drawn toward the subdivisions (16ths) of the asked tempo and meter,
+  more strongly toward beats and bar lines; the row's current onset (another note of the same chord)
+  is exempt, it already paid;
+- gap penalty (time ids): an onset more than `max_gap_beats` after the row's last onset loses
+  `gap_strength` nats per beat beyond it, so long holes become increasingly unlikely;
+- CFG: logits = uncond + scale * (cond - uncond) on the allowed block, the unconditioned branch being
+  MIDI-LLM's prompt with no caption (the SFT drops 10 % of captions, so the model knows that prompt).
+
+`default_seconds` proposes a length from the prompt (a piece of 16 bars, 30-60 s, unless the prompt asks
+for something short, long or a length in seconds or minutes). `derive_steering` builds the config from
+the prompt and options: each control is on where the prompt or the options give it something to steer
+toward (a key prior only when a key is known; the grid at the asked tempo, else at 120 bpm).
+
+All functions are pure and vectorised: numpy in, numpy out, broadcasting over rows; `steer_logits`
+and `cfg_mix` also take torch tensors (the bias is built in numpy and moved to the logits' device).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+
+from midilm.codecs.amt.vocab import DRUMS, DUR_OFFSET, MAX_PITCH, NOTE_OFFSET, REST, TIME_RESOLUTION
+
+MODES = ("major", "minor")
+TICKS_PER_MINUTE = 60 * TIME_RESOLUTION  # AMT time ids are 10 ms ticks
+DEFAULT_BPM = 120.0  # the grid's tempo when neither the prompt nor the options name one
+
+# Defaults chosen on the validation split (docs/steering.md): strengths in nats.
+DEFAULT_KEY_STRENGTH = 2.0
+DEFAULT_GRID_STRENGTH = 1.5
+DEFAULT_GAP_STRENGTH = 1.0
+DEFAULT_MAX_GAP_BEATS = 4.0
+DEFAULT_CFG_SCALE = 1.0  # 1 = off: CFG doubles the cost per token
+
+# Weight of each pitch class above the tonic, in [0, 1]: 1 for the tonic triad, 0.5 for the other scale
+# tones, 0 for chromatic ones; minor's raised seventh (the harmonic-minor leading tone) sits in between.
+_MAJOR_WEIGHTS = (1.0, 0.0, 0.5, 0.0, 1.0, 0.5, 0.0, 1.0, 0.0, 0.5, 0.0, 0.5)
+_MINOR_WEIGHTS = (1.0, 0.0, 0.5, 1.0, 0.0, 0.5, 0.0, 1.0, 0.5, 0.0, 0.5, 0.25)
+DEGREE_WEIGHTS = {"major": _MAJOR_WEIGHTS, "minor": _MINOR_WEIGHTS}
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}  # natural minor
+
+# Grid levels, strongest first: (period in beats, how on-grid a candidate there counts)
+_GRID_LEVELS = ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5))
+GRID_SIGMA_FRACTION = 0.1  # tolerance of a grid point: a tenth of a 16th, at least one tick
+
+_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_ACCIDENTAL = {"": 0, "#": 1, "♯": 1, "-sharp": 1, " sharp": 1, "b": -1, "♭": -1, "-flat": -1, " flat": -1}
+_ACC = r"(#|♯|b|♭|-sharp| sharp|-flat| flat)?"
+# In prose the tonic letter must be upper case ("in a minor key" is no key); the mode may be any case.
+_KEY_IN_TEXT = re.compile(r"(?<![\w#])([A-G])" + _ACC + r"[ -]?((?i:major|minor))\b")
+_KEY_OPTION = re.compile(r"([a-gA-G])" + _ACC + r"\s*(major|minor|maj|min|m)?", re.IGNORECASE)
+
+
+def parse_key(text: str) -> tuple[int, str]:
+    """A key as given to `--key`: 'C major', 'Am', 'f# minor', 'E-flat major', 'Bb' -> (tonic pc, mode)."""
+    m = _KEY_OPTION.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"not a key: {text!r} (try 'C major', 'A minor', 'F#m', 'Eb')")
+    mode = m.group(3) or "major"
+    # lead-sheet spelling: 'Cm' is C minor, 'CM' C major
+    minor = mode.lower() in ("minor", "min") or mode == "m"
+    return (_PC[m.group(1).upper()] + _ACCIDENTAL[(m.group(2) or "").lower()]) % 12, "minor" if minor else "major"
+
+
+def key_in_text(prompt: str) -> tuple[int, str] | None:
+    """The first key a prompt names ('... in E-flat major ...'), or None."""
+    m = _KEY_IN_TEXT.search(prompt)
+    if not m:
+        return None
+    return (_PC[m.group(1)] + _ACCIDENTAL[(m.group(2) or "").lower()]) % 12, m.group(3).lower()
+
+
+# --- the config ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """What to steer toward and how hard; a strength of 0 (or cfg_scale 1) switches that control off."""
+
+    key: tuple[int, str] | None = None  # (tonic pitch class, "major" | "minor")
+    key_strength: float = 0.0
+    bpm: float | None = None  # the grid's tempo (quarter notes a minute)
+    meter: tuple[int, int] = (4, 4)
+    grid_strength: float = 0.0
+    grid_origin: int = 0  # a tick (in the row's time frame) on a bar line
+    max_gap_beats: float = DEFAULT_MAX_GAP_BEATS
+    gap_strength: float = 0.0
+    cfg_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("key_strength", "grid_strength", "gap_strength"):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 100.0):
+                raise ValueError(f"{name} must be in [0, 100], got {value}")
+        if not 0.0 <= self.cfg_scale <= 20.0:
+            raise ValueError(f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
+        if not self.max_gap_beats > 0:
+            raise ValueError(f"max_gap_beats must be positive, got {self.max_gap_beats}")
+        if self.key is not None and (self.key[1] not in MODES or not 0 <= self.key[0] < 12):
+            raise ValueError(f"key must be (0-11, 'major'|'minor'), got {self.key}")
+        if self.bpm is not None and not 10 <= self.bpm <= 400:
+            raise ValueError(f"bpm must be in [10, 400], got {self.bpm}")
+        if self.meter[0] < 1 or self.meter[1] not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"meter must be N/(1|2|4|8|16|32), got {self.meter}")
+
+    @property
+    def key_on(self) -> bool:
+        return self.key is not None and self.key_strength > 0
+
+    @property
+    def grid_on(self) -> bool:
+        return self.grid_strength > 0
+
+    @property
+    def gap_on(self) -> bool:
+        return self.gap_strength > 0
+
+    @property
+    def biased(self) -> bool:
+        """Whether any logit bias applies (CFG aside)."""
+        return self.key_on or self.grid_on or self.gap_on
+
+    @property
+    def active(self) -> bool:
+        return self.biased or self.cfg_scale != 1.0
+
+    @property
+    def beat_ticks(self) -> float:
+        """Ticks per beat of the meter (a quarter in x/4, an eighth in x/8) at the grid's tempo."""
+        return TICKS_PER_MINUTE / (self.bpm or DEFAULT_BPM) * 4.0 / self.meter[1]
+
+    def describe(self) -> dict:
+        """The settings as plain JSON values (for the settings sidecar)."""
+        out = asdict(self)
+        out["key"] = None if self.key is None else key_label(self.key)
+        out["meter"] = f"{self.meter[0]}/{self.meter[1]}"
+        return out
+
+
+OFF = SteeringConfig()
+
+_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def key_label(key: tuple[int, str]) -> str:
+    return f"{_NAMES[key[0]]} {key[1]}"
+
+
+def derive_steering(prompt: str, *, key: str | None = None, bpm: float | None = None,
+                    meter: tuple[int, int] | None = None, steer: bool = True, key_strength: float | None = None,
+                    grid_strength: float | None = None, gap_strength: float | None = None,
+                    max_gap_beats: float | None = None, cfg_scale: float | None = None) -> SteeringConfig:
+    """The steering for one prompt: on where the prompt or the options give it a target.
+
+    `key` (an option, e.g. "F# minor") overrides the prompt's; `bpm` and `meter` are the resolved ones
+    (option, else prompt). `steer=False` gives the model alone (every control off) unless a strength is
+    given explicitly. A strength given as None takes its default; 0 switches the control off.
+    """
+    found = parse_key(key) if key else key_in_text(prompt)
+
+    def pick(given: float | None, default: float) -> float:
+        return float(given) if given is not None else default if steer else 0.0
+
+    return SteeringConfig(
+        key=found,
+        key_strength=pick(key_strength, DEFAULT_KEY_STRENGTH) if found is not None else 0.0,
+        bpm=float(bpm) if bpm else None,
+        meter=tuple(meter) if meter else (4, 4),
+        grid_strength=pick(grid_strength, DEFAULT_GRID_STRENGTH),
+        gap_strength=pick(gap_strength, DEFAULT_GAP_STRENGTH),
+        max_gap_beats=float(max_gap_beats) if max_gap_beats else DEFAULT_MAX_GAP_BEATS,
+        cfg_scale=float(cfg_scale) if cfg_scale is not None else DEFAULT_CFG_SCALE if steer else 1.0,
+    )
+
+
+def shifted(config: SteeringConfig, dt: int) -> SteeringConfig:
+    """The config for a row whose clock moved back by `dt` ticks (a sliding window re-zeroes its context)."""
+    if not config.grid_on:
+        return config
+    return replace(config, grid_origin=config.grid_origin - int(dt))
+
+
+# --- a sensible length ------------------------------------------------------------------------------
+
+_SECONDS = re.compile(r"\b(\d{1,3}(?:\.\d+)?)[ -]?(seconds?|secs?|s)\b", re.IGNORECASE)
+_MINUTES = re.compile(r"\b(\d{1,2}(?:\.\d+)?|one|two|three|four|five)[ -]?(minutes?|mins?)\b", re.IGNORECASE)
+_WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+_SHORT = re.compile(r"\b(short|brief|tiny|little|miniature|jingle|sketch|snippet|loop)\b", re.IGNORECASE)
+_LONG = re.compile(r"\b(long|extended|epic|lengthy)\b", re.IGNORECASE)
+LENGTHS = {  # bars, then the clamp in seconds
+    "short": (8, (10.0, 30.0)),
+    "default": (16, (30.0, 60.0)),
+    "long": (32, (60.0, 180.0)),
+}
+MAX_DEFAULT_SECONDS = 600.0
+
+
+def default_seconds(prompt: str, bpm: float | None = None, meter: tuple[int, int] | None = None) -> float:
+    """Length of the piece when no `--seconds` is given.
+
+    A length the prompt states ("a 30-second jingle", "two minutes of ...") wins (up to 600 s). Otherwise
+    16 bars at the asked tempo and meter, kept within 30-60 s; 8 bars within 10-30 s when the prompt asks
+    for something short, 32 bars within 60-180 s for something long.
+    """
+    m = _MINUTES.search(prompt)
+    if m:
+        value = _WORD_NUMBERS.get(m.group(1).lower()) or float(m.group(1))
+        return float(min(MAX_DEFAULT_SECONDS, max(5.0, 60.0 * float(value))))
+    m = _SECONDS.search(prompt)
+    if m and float(m.group(1)) >= 5:
+        return float(min(MAX_DEFAULT_SECONDS, float(m.group(1))))
+    kind = "short" if _SHORT.search(prompt) else "long" if _LONG.search(prompt) else "default"
+    bars, (lo, hi) = LENGTHS[kind]
+    num, den = meter or (4, 4)
+    bar_seconds = num * (4.0 / den) * 60.0 / (bpm or DEFAULT_BPM)
+    return float(min(hi, max(lo, bars * bar_seconds)))
+
+
+# --- the biases ---------------------------------------------------------------------------------------
+
+
+def key_pitch_bias(key: tuple[int, str], strength: float) -> np.ndarray:
+    """(12,) bias per pitch class, 0 for the tonic triad down to -strength for chromatic pitch classes."""
+    tonic, mode = key
+    weights = np.roll(np.asarray(DEGREE_WEIGHTS[mode], dtype=np.float32), tonic)
+    return (weights - 1.0) * np.float32(strength)
+
+
+@lru_cache(maxsize=64)
+def note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
+    """(16512,) bias over the note ids (instrument * 128 + pitch); drums (instrument 128) get none.
+    Read-only: one array is shared by every row with the same key and strength."""
+    per_pc = key_pitch_bias(key, strength)
+    table = np.tile(per_pc[np.arange(MAX_PITCH) % 12], DRUMS + 1).reshape(DRUMS + 1, MAX_PITCH)
+    table[DRUMS] = 0.0
+    out = table.reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+def grid_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
+    """Bias of candidate onset ticks toward the beat grid: 0 on a beat, -0.25 s on an eighth, -0.5 s on a
+    sixteenth, -s off the grid (s = grid_strength), Gaussian around each grid point; a candidate equal to
+    the row's `last_onset` (one more note of the same chord) gets 0. Broadcasts ticks against last_onset."""
+    ticks = np.asarray(ticks, dtype=np.float64)
+    beat = config.beat_ticks
+    sixteenth = beat * _GRID_LEVELS[-1][0]
+    sigma = max(1.0, GRID_SIGMA_FRACTION * sixteenth)
+    pos = ticks - config.grid_origin
+    score = np.zeros(np.broadcast_shapes(ticks.shape, np.shape(last_onset)))
+    for beats, weight in _GRID_LEVELS:
+        period = beat * beats
+        d = pos - period * np.round(pos / period)
+        score = np.maximum(score, weight * np.exp(-0.5 * (d / sigma) ** 2))
+    bias = -config.grid_strength * (1.0 - score)
+    return np.where(ticks == np.asarray(last_onset), 0.0, bias).astype(np.float32)
+
+
+def gap_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
+    """-gap_strength per beat that an onset lies beyond `max_gap_beats` after the row's last onset; 0 up to
+    there. Broadcasts ticks against last_onset."""
+    beat = config.beat_ticks
+    excess = (np.asarray(ticks, dtype=np.float64) - np.asarray(last_onset)) / beat - config.max_gap_beats
+    return (-config.gap_strength * np.maximum(excess, 0.0)).astype(np.float32)
+
+
+def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig) -> np.ndarray | None:
+    """(hi - lo,) bias over the AMT ids [lo, hi) for one row, or None when no control touches that block."""
+    if not config.biased or hi <= lo:
+        return None
+    bias = None
+    t_lo, t_hi = max(lo, 0), min(hi, DUR_OFFSET)
+    if t_hi > t_lo and (config.grid_on or config.gap_on):
+        bias = np.zeros(hi - lo, dtype=np.float32)
+        ticks = np.arange(t_lo, t_hi)
+        if config.grid_on:
+            bias[t_lo - lo : t_hi - lo] += grid_bias(ticks, last_onset, config)
+        if config.gap_on:
+            bias[t_lo - lo : t_hi - lo] += gap_bias(ticks, last_onset, config)
+    n_lo, n_hi = max(lo, NOTE_OFFSET), min(hi, REST)
+    if n_hi > n_lo and config.key_on:
+        part = note_bias(config.key, config.key_strength)[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
+        if bias is None and (n_lo, n_hi) == (lo, hi):
+            return part  # the note slot: the cached array itself, no copy
+        if bias is None:
+            bias = np.zeros(hi - lo, dtype=np.float32)
+        bias[n_lo - lo : n_hi - lo] += part
+    return bias
+
+
+def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig):
+    """A row's logits over AMT ids [lo, lo + len(logits)) with the biases added (numpy or torch; a new
+    array, the input is left alone). With no control touching the block the input comes back as is."""
+    bias = block_bias(lo, lo + int(logits.shape[-1]), last_onset, config)
+    if bias is None:
+        return logits
+    if isinstance(logits, np.ndarray):
+        return logits + bias
+    import torch
+
+    # the cached note bias is read-only: torch wants its own copy
+    return logits + torch.tensor(bias, device=logits.device, dtype=logits.dtype)
+
+
+def steer_time_rows(logits: np.ndarray, lo: np.ndarray, last_onset: np.ndarray, config: SteeringConfig) -> np.ndarray:
+    """Batched time slot: (n, W) logits whose row r covers ticks lo[r] .. lo[r] + W - 1 (pad with -inf),
+    all rows under one config; returns the biased logits (a new array)."""
+    ticks = np.asarray(lo)[:, None] + np.arange(logits.shape[-1])[None, :]
+    last = np.asarray(last_onset)[:, None]
+    bias = np.zeros(ticks.shape, dtype=np.float32)
+    if config.grid_on:
+        bias += grid_bias(ticks, last, config)
+    if config.gap_on:
+        bias += gap_bias(ticks, last, config)
+    return logits + bias
+
+
+# --- classifier-free guidance ----------------------------------------------------------------------
+
+
+def cfg_mix(cond, uncond, scale: float):
+    """uncond + scale * (cond - uncond), over the same block (numpy or torch, any shape). Scale 1 returns
+    `cond` itself; an id masked out (-inf) in `cond` stays masked, whatever `uncond` says."""
+    if scale == 1.0:
+        return cond
+    if isinstance(cond, np.ndarray):
+        uncond = np.asarray(uncond, dtype=cond.dtype)
+        with np.errstate(invalid="ignore"):
+            mixed = uncond + scale * (cond - uncond)
+        return np.where(np.isfinite(cond) & np.isfinite(mixed), mixed, -np.inf).astype(cond.dtype, copy=False)
+    import torch
+
+    mixed = uncond + scale * (cond - uncond)
+    return torch.where(torch.isfinite(cond) & torch.isfinite(mixed), mixed, torch.full_like(cond, -math.inf))
+
+
+def unconditioned_prompt(layout) -> str:
+    """The text of the unconditioned branch: MIDI-LLM's instruction with no description, as the SFT's
+    caption dropout wrote it (`MusicLayout.prompt_text(None)`)."""
+    return layout.prompt_text(None)

@@ -1,0 +1,222 @@
+"""Steering biases: each control moves probability mass the way it should, and only where it should."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from midilm.codecs.amt.vocab import DRUMS, DUR_OFFSET, NOTE_OFFSET, REST
+from midilm.generate.steering import (
+    OFF,
+    SteeringConfig,
+    block_bias,
+    cfg_mix,
+    default_seconds,
+    derive_steering,
+    gap_bias,
+    grid_bias,
+    key_in_text,
+    note_bias,
+    parse_key,
+    steer_logits,
+    steer_time_rows,
+    unconditioned_prompt,
+)
+from midilm.models.vocab import MIDI_LLM_PROMPT, MusicLayout
+
+C_MAJOR_PCS = {0, 2, 4, 5, 7, 9, 11}
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("C major", (0, "major")), ("Am", (9, "minor")), ("f# minor", (6, "minor")), ("E-flat major", (3, "major")),
+     ("Bb", (10, "major")), ("bbm", (10, "minor")), ("CM", (0, "major")), ("Cb major", (11, "major")),
+     ("G min", (7, "minor"))],
+)
+def test_parse_key(text, key):
+    assert parse_key(text) == key
+
+
+def test_parse_key_refuses_nonsense():
+    with pytest.raises(ValueError, match="not a key"):
+        parse_key("H major")
+
+
+def test_key_in_text_reads_captions_and_ignores_articles():
+    assert key_in_text("A calm piano piece in C major at 80 bpm.") == (0, "major")
+    assert key_in_text("Strings in E-flat minor, slow.") == (3, "minor")
+    assert key_in_text("It is in F# Major.") == (6, "major")
+    # "a minor key" names no tonic: the article is not the note A
+    assert key_in_text("a sad tune in a minor key") is None
+    assert key_in_text("a rock song with drums") is None
+
+
+def test_key_prior_orders_triad_scale_chromatic_and_leaves_drums():
+    bias = note_bias((0, "major"), 2.0).reshape(DRUMS + 1, 128)
+    piano = bias[0]
+    assert piano[60] == piano[64] == piano[67] == 0.0  # C E G: tonic triad
+    assert -2.0 < piano[62] < 0.0 and piano[62] == piano[69]  # D, A: other scale tones
+    assert piano[61] == piano[66] == -2.0  # C#, F#: chromatic
+    assert np.all(bias[DRUMS] == 0.0)
+    assert np.array_equal(bias[40], piano)  # every melodic instrument alike
+    minor = note_bias((9, "minor"), 2.0).reshape(DRUMS + 1, 128)[0]
+    assert minor[57] == minor[60] == minor[64] == 0.0  # A C E
+    assert minor[61] == -2.0  # C# is chromatic in A minor
+
+
+def test_key_prior_raises_in_key_probability_mass():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=REST - NOTE_OFFSET).astype(np.float32)
+    config = SteeringConfig(key=(0, "major"), key_strength=2.0)
+    steered = steer_logits(logits, NOTE_OFFSET, 0, config)
+    pcs = np.arange(REST - NOTE_OFFSET) % 128 % 12
+    melodic = np.arange(REST - NOTE_OFFSET) // 128 != DRUMS
+    in_key = melodic & np.isin(pcs, list(C_MAJOR_PCS))
+    before, after = softmax(logits), softmax(steered)
+    share_before = before[in_key].sum() / before[melodic].sum()
+    share_after = after[in_key].sum() / after[melodic].sum()
+    assert share_before < 0.65 and share_after > 0.85
+    # relative odds inside the drum row are untouched
+    drums = slice(DRUMS * 128, (DRUMS + 1) * 128)
+    np.testing.assert_allclose(steered[drums] - steered[drums][0], logits[drums] - logits[drums][0], atol=1e-6)
+    assert not np.shares_memory(steered, logits)
+
+
+def test_grid_bias_prefers_beats_then_subdivisions():
+    config = SteeringConfig(bpm=120, grid_strength=1.5)  # a beat is 50 ticks, a sixteenth 12.5
+    ticks = np.array([100, 125, 150, 137, 112, 118, 143])  # beat, 8th, beat, 16th, 16th, off, off
+    bias = grid_bias(ticks, last_onset=0, config=config)
+    assert bias[0] == pytest.approx(0.0, abs=1e-6) and bias[2] == pytest.approx(0.0, abs=1e-6)
+    assert bias[1] == pytest.approx(-0.25 * 1.5, abs=1e-3)
+    # 137 and 112 are half a tick off the 16ths 137.5 and 112.5: close to -0.5 s
+    assert -0.5 * 1.5 - 0.2 < bias[3] < -0.5 * 1.5 + 0.1
+    assert bias[5] < -1.4 and bias[6] < -1.4
+    # the grid follows the meter's beat and the row's bar-line origin
+    shifted = grid_bias(np.array([130]), 0, SteeringConfig(bpm=120, grid_strength=1.5, grid_origin=30))
+    assert shifted[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_grid_exempts_the_current_onset():
+    config = SteeringConfig(bpm=120, grid_strength=1.5)
+    bias = grid_bias(np.array([118, 119]), last_onset=118, config=config)
+    assert bias[0] == 0.0 and bias[1] < -1.0
+
+
+def test_gap_penalty_zero_below_threshold_then_grows():
+    config = SteeringConfig(bpm=60, gap_strength=1.0, max_gap_beats=2.0)  # a beat is 100 ticks
+    ticks = np.arange(500, 1001, 50)
+    bias = gap_bias(ticks, last_onset=500, config=config)
+    assert np.all(bias[ticks - 500 <= 200] == 0.0)
+    beyond = bias[ticks - 500 > 200]
+    assert np.all(beyond < 0) and np.all(np.diff(beyond) < 0)
+    assert bias[-1] == pytest.approx(-3.0)  # 5 beats after, 3 beyond the threshold
+    assert np.all(gap_bias(ticks, 500, SteeringConfig(bpm=60)) == 0.0)
+
+
+def test_gap_penalty_moves_mass_away_from_long_holes():
+    config = SteeringConfig(bpm=120, gap_strength=1.5, max_gap_beats=2.0)
+    logits = np.zeros(401, dtype=np.float32)  # the time block of a row whose last onset is 1000: 1000..1400
+    p = softmax(steer_logits(logits, 1000, 1000, config))
+    far = np.arange(1000, 1401) - 1000 > 200
+    assert p[far].sum() < 0.25  # uniform would put half the mass there
+
+
+def test_block_bias_touches_only_its_slot():
+    config = SteeringConfig(key=(0, "major"), key_strength=2.0, bpm=100, grid_strength=1.0, gap_strength=1.0)
+    assert block_bias(DUR_OFFSET, NOTE_OFFSET, 0, config) is None  # durations are never steered
+    assert block_bias(0, 400, 0, OFF) is None
+    # unconstrained sampling: one block spanning time, duration and note ids
+    full = block_bias(0, REST, 0, config)
+    assert np.all(full[DUR_OFFSET:NOTE_OFFSET] == 0.0)
+    assert np.array_equal(full[NOTE_OFFSET:REST], note_bias((0, "major"), 2.0))
+    assert full[:DUR_OFFSET].min() < 0
+    time_only = SteeringConfig(bpm=100, grid_strength=1.0)
+    assert block_bias(NOTE_OFFSET, REST, 0, time_only) is None
+
+
+def test_steer_logits_torch_matches_numpy():
+    torch = pytest.importorskip("torch")
+    config = SteeringConfig(key=(7, "minor"), key_strength=1.5, bpm=90, grid_strength=1.0, gap_strength=0.5)
+    rng = np.random.default_rng(1)
+    for lo, width, last in ((300, 401, 300), (NOTE_OFFSET, REST - NOTE_OFFSET, 0)):
+        row = rng.normal(size=width).astype(np.float32)
+        got = steer_logits(torch.from_numpy(row), lo, last, config)
+        assert isinstance(got, torch.Tensor)
+        # float32 sums in both: equal up to rounding
+        np.testing.assert_allclose(got.numpy(), steer_logits(row, lo, last, config), atol=1e-5)
+
+
+def test_batched_time_rows_match_single_rows():
+    config = SteeringConfig(bpm=133, meter=(3, 4), grid_strength=1.2, gap_strength=0.7, max_gap_beats=1.5)
+    rng = np.random.default_rng(2)
+    lo, last = np.array([0, 517, 1203]), np.array([0, 517, 1190])
+    logits = rng.normal(size=(3, 300)).astype(np.float32)
+    batched = steer_time_rows(logits, lo, last, config)
+    for r in range(3):
+        np.testing.assert_allclose(batched[r], steer_logits(logits[r], int(lo[r]), int(last[r]), config), atol=1e-5)
+
+
+def test_cfg_scale_one_is_cond_and_formula_otherwise():
+    rng = np.random.default_rng(3)
+    cond, uncond = rng.normal(size=50).astype(np.float32), rng.normal(size=50).astype(np.float32)
+    assert cfg_mix(cond, uncond, 1.0) is cond
+    np.testing.assert_allclose(cfg_mix(cond, uncond, 0.0), uncond, atol=1e-6)
+    np.testing.assert_allclose(cfg_mix(cond, uncond, 1.5), uncond + 1.5 * (cond - uncond), atol=1e-5)
+    cond[3] = -np.inf
+    uncond[4] = -np.inf
+    mixed = cfg_mix(cond, uncond, 2.0)
+    assert mixed[3] == -np.inf and mixed[4] == -np.inf and np.isfinite(np.delete(mixed, [3, 4])).all()
+
+
+def test_cfg_mix_torch():
+    torch = pytest.importorskip("torch")
+    cond, uncond = torch.tensor([1.0, 2.0, -float("inf")]), torch.tensor([0.0, 3.0, 1.0])
+    out = cfg_mix(cond, uncond, 2.0)
+    assert out.tolist()[:2] == pytest.approx([2.0, 1.0]) and out[2] == -float("inf")
+
+
+def test_unconditioned_prompt_is_the_caption_dropout_prompt():
+    layout = MusicLayout(music_offset=2048)
+    assert unconditioned_prompt(layout) == MIDI_LLM_PROMPT + " "
+    assert unconditioned_prompt(layout) == layout.prompt_text("")
+
+
+def test_default_seconds():
+    assert default_seconds("A calm piano piece in C major at 80 bpm.", 80) == pytest.approx(48.0)  # 16 bars
+    assert default_seconds("fast punk", 200) == 30.0  # 16 bars is 19 s: at least 30 s
+    assert default_seconds("a slow dirge", 40) == 60.0  # 96 s: at most 60 s
+    assert default_seconds("a waltz", 120, (3, 4)) == pytest.approx(30.0)  # 16 bars of 3/4 at 120 is 24 s
+    assert default_seconds("a short jingle", 120) == pytest.approx(16.0)  # 8 bars
+    assert default_seconds("a long ambient piece", 60) == 128.0  # 32 bars
+    assert default_seconds("a 45-second loop", 100) == 45.0
+    assert default_seconds("two minutes of jazz", 100) == 120.0
+    assert default_seconds("anything", None) == 32.0  # 120 bpm assumed
+
+
+def test_derive_steering_on_where_asked():
+    cfg = derive_steering("A calm piano piece in C major at 80 bpm.", bpm=80)
+    assert cfg.key == (0, "major") and cfg.key_on and cfg.grid_on and cfg.gap_on and cfg.bpm == 80
+    no_key = derive_steering("a rock song with drums", bpm=None)
+    assert not no_key.key_on and no_key.grid_on and no_key.beat_ticks == 50.0  # grid at 120 bpm
+    forced = derive_steering("a tune in C major", key="F# minor")
+    assert forced.key == (6, "minor")
+    alone = derive_steering("in C major at 80 bpm", bpm=80, steer=False)
+    assert not alone.active
+    only_key = derive_steering("in C major", steer=False, key_strength=3.0)
+    assert only_key.key_on and only_key.key_strength == 3.0 and not only_key.grid_on
+    off_grid = derive_steering("in C major", grid_strength=0.0, cfg_scale=1.5)
+    assert not off_grid.grid_on and off_grid.key_on and off_grid.cfg_scale == 1.5 and off_grid.active
+    assert derive_steering("x", meter=(6, 8)).describe()["meter"] == "6/8"
+
+
+@pytest.mark.parametrize("kw", [{"key_strength": -1.0}, {"cfg_scale": 50.0}, {"max_gap_beats": 0.0},
+                                {"key": (12, "major")}, {"key": (0, "dorian")}, {"bpm": 1000.0},
+                                {"meter": (4, 3)}])
+def test_config_refuses_bad_values(kw):
+    with pytest.raises(ValueError):
+        SteeringConfig(**kw)

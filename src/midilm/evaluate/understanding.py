@@ -2,10 +2,11 @@
 MIDI-LLaMA's text metrics (BLEU-4, METEOR, ROUGE-L, BERTScore) and with factual accuracy per question type.
 
 A model is anything with `describe_many(pieces) -> list[str]` and `ask_many(pieces, questions) -> list[str]`
-(`midilm.understand.load_understanding_model`). `AnalysisAnswerer` is the ceiling to compare it with: it
-analyses the notes it is given with `midilm.annotate.analyze` and answers from that analysis through the
-dataset's own answer templates, so it is right exactly as often as the analysis of the clip agrees with the
-analysis the dataset was built from; it knows no metadata (title, composer, genre) that is not in the notes.
+(`midilm.understand.load_understanding_model`). `AnalysisAnswerer` (from `midilm.understand.analysis`) is the
+ceiling to compare it with: it analyses the notes it is given with `midilm.annotate.analyze` and answers from
+that analysis through the dataset's own answer templates, so it is right exactly as often as the analysis of
+the clip agrees with the analysis the dataset was built from; it knows no metadata (title, composer, genre)
+that is not in the notes.
 `PriorAnswerer` is the floor: it never looks at the notes and gives each question type's most common answer
 in the training split.
 
@@ -18,113 +19,24 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-CAPTION_TYPE = "caption"
+# The analysis answerer lives with the understanding models (midilm describe/ask --model analysis use it);
+# these names stay importable from here.
+from midilm.understand.analysis import (  # noqa: F401
+    CAPTION_TYPE,
+    UNKNOWN,
+    AnalysisAnswerer,
+    long_form,
+    question_type,
+)
+
 # question types whose answers say which facts a model read from the notes (reported first)
 CORE_TYPES = ("key", "mode", "tempo", "tempo_word", "meter", "instruments", "texture", "drums", "dynamics",
               "duration", "chords", "pitch_range", "articulation", "modulation")
-_KEYWORDS = (  # fallback question classifier for wordings outside the dataset's paraphrases
-    ("mode", r"\bmajor or (a )?minor\b|\bmode\b|\btonality\b"),
-    ("key", r"\bkey\b|\btonal cent"),
-    ("tempo_word", r"\btempo marking\b|\bslow or fast\b|\btempo in words\b"),
-    ("tempo", r"\btempo\b|\bbpm\b|\bbeats per minute\b|\bhow fast\b"),
-    ("meter", r"\btime signature\b|\bmeter\b|\bbeats .* bar\b"),
-    ("drums", r"\bdrums?\b|\bpercussion\b"),
-    ("instruments", r"\binstrument"),
-    ("chord_progression", r"\bchord (progression|sequence)\b"),
-    ("chords", r"\bchords?\b|\bharmony\b"),
-    ("texture", r"\btexture\b|\bmonophonic\b|\bpolyphonic\b"),
-    ("dynamics", r"\bdynamic|\bloud|\bsoft"),
-    ("duration", r"\bhow long\b|\bduration\b|\bseconds\b"),
-    ("pitch_range", r"\brange\b|\bregister\b|\blowest\b|\bhighest\b"),
-    ("articulation", r"\blegato\b|\bstaccato\b|\barticulation\b"),
-    ("modulation", r"\bmodulat|\bkey change"),
-    ("composer", r"\bcompos|\bwho wrote\b"),
-    ("era", r"\bera\b|\bperiod\b"),
-    ("genre", r"\bgenre\b|\bstyle\b"),
-    ("title", r"\btitle\b|\bcalled\b|\bname of\b"),
-    ("mood", r"\bmood\b|\bfeel\b|\bemotion|\batmosphere\b"),
-    (CAPTION_TYPE, r"\bdescri|\bcaption\b|\bsummar|\bsound like\b"),
-)
-UNKNOWN = "I cannot tell that from the notes alone."
-
-
-def question_type(question: str) -> str | None:
-    """The dataset question type a question asks about: its paraphrase tables first, then keywords."""
-    from midilm.annotate.questions import QUESTIONS
-
-    text = question.strip()
-    for prefix in ("In a few sentences: ", "Please explain. ", "Describe in detail: "):
-        text = text.removeprefix(prefix)
-    for qtype, phrasings in QUESTIONS.items():
-        if text in phrasings:
-            return qtype
-    low = text.lower()
-    for qtype, pattern in _KEYWORDS:
-        if re.search(pattern, low):
-            return qtype
-    return None
-
-
-def _long_form(question: str) -> bool:
-    return question.startswith(("In a few sentences: ", "Please explain. ", "Describe in detail: "))
-
-
-class AnalysisAnswerer:
-    """Answers from `analyze_piece` of the notes given (see the module docstring). Seeded: the wording of
-    an answer is drawn from the dataset's templates with a generator seeded per question."""
-
-    name = "analysis"
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self._cache: dict[int, tuple[object, dict]] = {}
-
-    def _analysis(self, piece) -> dict:
-        from midilm.annotate.analyze import analyze_piece
-
-        hit = self._cache.get(id(piece))
-        if hit is None or hit[0] is not piece:
-            if len(self._cache) > 64:
-                self._cache.clear()
-            hit = (piece, analyze_piece(piece) if len(piece) else {})
-            self._cache[id(piece)] = hit
-        return hit[1]
-
-    def _rng(self, text: str) -> random.Random:
-        return random.Random(f"{self.seed}:{text}")
-
-    def describe(self, piece) -> str:
-        from midilm.annotate.captions import make_caption
-
-        analysis = self._analysis(piece)
-        if not analysis:
-            return "An empty piece with no notes."
-        return make_caption(analysis, self._rng("describe"), "medium")
-
-    def ask(self, piece, question: str, history: Sequence | None = None) -> str:
-        from midilm.annotate.questions import make_questions
-
-        qtype = question_type(question)
-        if qtype == CAPTION_TYPE:
-            return self.describe(piece)
-        analysis = self._analysis(piece)
-        if qtype is None or not analysis:
-            return UNKNOWN
-        style = "long" if _long_form(question) else "short"
-        items = make_questions(analysis, self._rng(question), types=(qtype,), styles=(style,))
-        return items[0]["answer"] if items else UNKNOWN
-
-    def describe_many(self, pieces: Sequence) -> list[str]:
-        return [self.describe(p) for p in pieces]
-
-    def ask_many(self, pieces: Sequence, questions: Sequence[str]) -> list[str]:
-        return [self.ask(p, q) for p, q in zip(pieces, questions)]
 
 
 class PriorAnswerer:
@@ -161,7 +73,7 @@ class PriorAnswerer:
         qtype = question_type(question)
         if qtype == CAPTION_TYPE:
             return self.caption
-        style = "long" if _long_form(question) else "short"
+        style = "long" if long_form(question) else "short"
         return self.answers.get((qtype, style)) or self.answers.get((qtype, "")) or UNKNOWN
 
     def describe_many(self, pieces: Sequence) -> list[str]:

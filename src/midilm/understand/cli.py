@@ -1,18 +1,30 @@
-"""`midilm describe`, `midilm ask` and `midilm chat`: questions about a MIDI file from the command line."""
+"""`midilm describe`, `midilm ask` and `midilm chat`: questions about a MIDI file from the command line.
+
+`--model analysis` answers from the analysis of the notes (`midilm.understand.analysis`) instead of a trained
+model: no weights to load, and every fact it states is the analysis's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+ANALYSIS = "analysis"
+
 
 def _load(args):
+    if args.model == ANALYSIS:
+        from midilm.understand.analysis import AnalysisAnswerer
+
+        return AnalysisAnswerer(seed=args.seed, caption="summary")
     import torch
 
+    from midilm.cli_common import check_device
     from midilm.understand.model import load_understanding_model
 
+    device = check_device(args.device)  # before loading: an unavailable device is one line at once
     torch.set_num_threads(args.threads)
-    return load_understanding_model(args.model, device=args.device)
+    return load_understanding_model(args.model, device=device)
 
 
 def _piece(path: str):
@@ -22,6 +34,9 @@ def _piece(path: str):
 
 
 def _gen_kwargs(args) -> dict:
+    """Sampling options for a trained model; the analysis answerer takes none."""
+    if args.model == ANALYSIS:
+        return {}
     return {"max_new_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
             "seed": args.seed}
 
@@ -64,12 +79,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, max_tokens: int) -> None:
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped one)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="model directory (default: the shipped one), or 'analysis': answer from the analysis "
+                        "of the notes (key, tempo, meter, instruments, ...; no model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", dest="top_p", type=float, default=1.0)
     p.add_argument("--max-tokens", dest="max_tokens", type=int, default=max_tokens)
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--device", default=None, help="where the model runs: cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (tiny models run best on one)")
 
 

@@ -220,3 +220,56 @@ def test_derive_steering_on_where_asked():
 def test_config_refuses_bad_values(kw):
     with pytest.raises(ValueError):
         SteeringConfig(**kw)
+
+
+# --- the figures steering is judged by (evaluate/generation.py) -------------------------------------------
+
+
+def _piece(notes):
+    """A Piece from (start s, end s, pitch, program) at 120 bpm, through the AMT decoder."""
+    from midilm.codecs.amt.decode import decode_tokens
+
+    tokens = []
+    for start, end, pitch, program in notes:
+        tokens += [round(start * 100), 10000 + round((end - start) * 100), NOTE_OFFSET + 128 * program + pitch]
+    piece, report = decode_tokens(tokens, bpm=120)
+    assert report.dropped == 0
+    return piece
+
+
+def test_longest_silence_counts_holes_and_a_late_start():
+    from midilm.evaluate.generation import longest_silence
+    from midilm.music.piece import empty_piece
+
+    # 3-4 s lies inside the 2-7 s note: the hole is 7 -> 12 s
+    assert longest_silence(_piece([(0, 1, 60, 0), (2, 7, 62, 0), (3, 4, 64, 0), (12, 13, 65, 0)])) == pytest.approx(5)
+    assert longest_silence(_piece([(4.5, 5, 60, 0), (5, 6, 62, 0)])) == pytest.approx(4.5)
+    assert longest_silence(_piece([(0, 3, 60, 0), (3, 6, 62, 0)])) == pytest.approx(0)
+    assert longest_silence(empty_piece()) is None
+
+
+def test_in_scale_share_weights_by_time_and_ignores_drums():
+    from midilm.evaluate.generation import in_scale_share, pitch_class_seconds
+
+    piece = _piece([(0, 3, 60, 0), (3, 4, 61, 0), (0, 4, 37, 128)])  # 3 s of C, 1 s of C#, drums
+    pcs = pitch_class_seconds(piece)
+    assert sum(pcs) == pytest.approx(4.0)
+    assert in_scale_share(pcs, "C major") == pytest.approx(0.75)
+    assert in_scale_share(pcs, "A minor") == pytest.approx(0.75)  # the same notes
+    assert in_scale_share(pcs, "D major") == pytest.approx(0.25)  # C# in, C out
+    assert in_scale_share(pcs, None) is None
+
+
+def test_score_item_silence_and_density_comparison():
+    from midilm.evaluate.generation import density_comparison, measure, score_item
+    from midilm.music.piece import empty_piece
+
+    targets = {"key": "C major", "bpm": 120, "instruments": ["piano"]}
+    holey = score_item("a", targets, measure(_piece([(0, 1, 60, 0), (6, 7, 64, 0)])), True)
+    assert holey["silence_over_4s"] is True and holey["in_scale"] == pytest.approx(1.0)
+    assert score_item("b", targets, measure(empty_piece()), False)["silence_over_4s"] is True
+    items = [{"id": "a", "note_density": 2.0}, {"id": "b", "note_density": 9.0}]
+    refs = [{"id": "a", "note_density": 3.0}, {"id": "b", "note_density": 4.0}]
+    d = density_comparison(items, refs)
+    assert d["within_factor_share"] == pytest.approx(0.5)  # 2/3 inside the factor 1.5, 9/4 outside
+    assert d["ratio"] == pytest.approx(5.5 / 3.5)

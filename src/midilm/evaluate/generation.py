@@ -70,20 +70,61 @@ def targets_of(item: dict) -> dict:
             "instruments": sorted({plain_name(p) for p in programs})}
 
 
+SILENCE_SECONDS = 4.0  # the issue's bar: no silence over 4 s
+
+
+def longest_silence(piece) -> float | None:
+    """Longest stretch (seconds) with no note sounding, from time 0 to the last note-off: a late start
+    counts as silence too. None for an empty piece."""
+    import numpy as np
+
+    if not len(piece):
+        return None
+    order = np.argsort(piece.start, kind="stable")
+    start, end = piece.start[order], np.maximum(piece.end, piece.start)[order]
+    covered = np.maximum.accumulate(end)  # where the sound that began before each note has ended
+    gaps = start[1:] - covered[:-1]
+    return float(max(start[0], gaps.max(initial=0.0), 0.0))
+
+
+def pitch_class_seconds(piece) -> list[float]:
+    """Seconds of pitched (non-drum) note time per pitch class."""
+    import numpy as np
+
+    pitched = piece.program != 128
+    dur = np.maximum(piece.end - piece.start, 0.0)[pitched]
+    return np.bincount(piece.pitch[pitched] % 12, weights=dur, minlength=12).tolist()
+
+
+def in_scale_share(pc_seconds: list[float], key: str | None) -> float | None:
+    """Share of pitched note time whose pitch class is in the key's scale (natural minor for minor keys)."""
+    from midilm.evaluate.metrics import parse_key
+    from midilm.generate.steering import SCALES
+
+    parsed = parse_key(key)
+    total = float(sum(pc_seconds))
+    if parsed is None or total <= 0:
+        return None
+    tonic, mode = parsed
+    return float(sum(pc_seconds[(tonic + d) % 12] for d in SCALES[mode]) / total)
+
+
 def measure(piece) -> dict:
-    """Key, tempo and instruments of generated notes."""
+    """Key, tempo, instruments, longest silence and pitch-class time of generated notes."""
     from midilm.annotate.harmony import estimate_key
     from midilm.annotate.rhythm import estimate_tempo_from_notes
     from midilm.music.gm import plain_name
 
     if not len(piece):
-        return {"key": None, "bpm": None, "instruments": []}
+        return {"key": None, "bpm": None, "instruments": [], "longest_silence": None, "pc_seconds": [0.0] * 12}
     return {"key": estimate_key(piece).name, "bpm": estimate_tempo_from_notes(piece),
-            "instruments": sorted({plain_name(int(p)) for p in set(piece.program.tolist())})}
+            "instruments": sorted({plain_name(int(p)) for p in set(piece.program.tolist())}),
+            "longest_silence": longest_silence(piece), "pc_seconds": pitch_class_seconds(piece)}
 
 
 def score_item(item_id: str, targets: dict, measured: dict, valid: bool) -> dict:
     precision, recall = instrument_scores(set(measured["instruments"]), set(targets["instruments"]))
+    silence = measured.get("longest_silence")
     return {
         "id": item_id, "valid": valid,
         "key": measured["key"], "bpm": measured["bpm"], "instruments": measured["instruments"],
@@ -94,12 +135,16 @@ def score_item(item_id: str, targets: dict, measured: dict, valid: bool) -> dict
         "tbt": tbt(measured["bpm"], targets["bpm"]) if targets["bpm"] else None,
         "instrument_precision": precision if targets["instruments"] else None,
         "instrument_recall": recall if targets["instruments"] else None,
+        "in_scale": in_scale_share(measured.get("pc_seconds") or [0.0] * 12, targets["key"]),
+        "longest_silence": None if silence is None else round(silence, 3),
+        # an output without notes is all silence
+        "silence_over_4s": True if silence is None else silence > SILENCE_SECONDS,
     }
 
 
 def summarise(items: list[dict]) -> dict:
     out = {"n": len(items), "valid": sum(bool(i["valid"]) for i in items) / max(len(items), 1)}
-    for k in ("ck", "ckd", "tb", "tbt", "instrument_precision", "instrument_recall"):
+    for k in ("ck", "ckd", "tb", "tbt", "instrument_precision", "instrument_recall", "in_scale", "silence_over_4s"):
         vals = [float(i[k]) for i in items if i.get(k) is not None]
         out[k] = statistics.fmean(vals) if vals else None
         out[f"{k}_n"] = len(vals)
@@ -187,6 +232,8 @@ def _finish(items: list[dict], pieces: list, prompts: list[dict], midi_dir: Path
     """Set metrics, audio metrics and report.json for scored items."""
     summary = summarise(items)
     sets = score_sets(items, pieces, reference_dir, encoder_dir)
+    densities = [i["note_density"] for i in items if i.get("note_density") is not None]
+    summary["note_density_median"] = statistics.median(densities) if densities else None
     if clap_model or fad_model:
         from midilm.evaluate.audio import audio_metrics
 
@@ -242,9 +289,30 @@ def score_sets(items: list[dict], pieces: list, reference_dir: str | Path | None
                 "reference_items": [{k: f.get(k) for k in ("id", *DISTRIBUTION_FEATURES)} for f in ref_features],
                 "missing_references": missing, "unreadable_references": unreadable,
                 "distributions": compare_distributions(gen_features, ref_features),
+                "density": density_comparison(items, ref_features),
                 "frechet_symbolic": symbolic_frechet(gen_features, ref_features),
                 "frechet_encoder": encoder_frechet(pieces, ref_pieces, encoder_dir)})
     return out
+
+
+DENSITY_FACTOR = 1.5  # the issue's bar: note density within a factor 1.5 of the real pieces
+
+
+def density_comparison(items: list[dict], reference: list[dict]) -> dict:
+    """Notes per second of the outputs against their reference pieces: both medians, their ratio, and the
+    share of outputs within DENSITY_FACTOR of their own reference piece."""
+    gen = {i["id"]: i.get("note_density") for i in items}
+    ref = {r["id"]: r.get("note_density") for r in reference}
+    pairs = [(gen[k], ref[k]) for k in ref if gen.get(k) and ref[k]]
+    g_med = statistics.median([v for v in gen.values() if v is not None]) if any(gen.values()) else None
+    r_med = statistics.median([v for v in ref.values() if v]) if any(ref.values()) else None
+    return {
+        "generated_median": g_med, "reference_median": r_med,
+        "ratio": g_med / r_med if g_med and r_med else None,
+        "within_factor_share": (sum(1 / DENSITY_FACTOR <= g / r <= DENSITY_FACTOR for g, r in pairs) / len(pairs)
+                                if pairs else None),
+        "factor": DENSITY_FACTOR, "n_pairs": len(pairs),
+    }
 
 
 def prompts_from_dataset(dataset_dir: str | Path, split: str = "test", limit: int | None = None,

@@ -93,13 +93,43 @@ def test_set_metrics_on_real_songs(tmp_path):
         assert 1.0 < f["polyphony"] < 6 and 1 < f["note_density"] < 30
         assert f["compression_ratio"] > 1.2  # pop songs repeat
     # a set against itself: full overlap, zero distance; against shuffled pitch classes: far
-    assert symbolic_frechet(feats, feats)["value"] == pytest.approx(0.0, abs=1e-6)
+    itself = symbolic_frechet(feats, feats)
+    assert itself["value"] == pytest.approx(0.0, abs=1e-6)  # rounding of the eigen-decompositions only
+    # 4 songs in 24 dimensions: singular covariances, so the report says the value is only indicative
+    assert itself["small_sets"] is True and "indicative only: 4 generated and 4 reference pieces" in itself["note"]
     same = compare_distributions(feats, feats)
     assert all(v["overlap_area"] == pytest.approx(1.0, abs=1e-3) for v in same.values())
     random_feats = [piece_features(piece_of([(b / 4, int(p)) for b, p in enumerate(
         np.random.default_rng(k).integers(30, 100, 300))])) for k in range(4)]
-    assert symbolic_frechet(random_feats, feats)["value"] > 10
+    far = symbolic_frechet(random_feats, feats)
+    assert far["value"] > 10 and far["small_sets"] is True
     assert "no MIDI encoder" in encoder_frechet(songs, songs, tmp_path / "absent")["note"]
+
+
+def scale_run(bars: int, seed: int, spread: int) -> Piece:
+    """A few bars of a random walk over the C major scale (`spread` sets how far it wanders)."""
+    rng = np.random.default_rng(seed)
+    steps = np.cumsum(rng.integers(-spread, spread + 1, 4 * bars))
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    return piece_of([(b, int(60 + 12 * (s // 7) + scale[s % 7])) for b, s in enumerate(steps)])
+
+
+def test_symbolic_frechet_on_tiny_and_large_sets():
+    small = [piece_features(scale_run(4, k, 1), with_compression=False) for k in range(30)]
+    wide = [piece_features(scale_run(4, 100 + k, 4), with_compression=False) for k in range(30)]
+    # 2 pieces a side in 24 dimensions: rank-1 covariances, yet a finite distance, flagged as indicative
+    tiny = symbolic_frechet(small[:2], wide[:2])
+    assert tiny["value"] is not None and tiny["value"] > 0 and tiny["small_sets"] is True
+    assert "2 generated and 2 reference pieces for 24 dimensions" in tiny["note"]
+    # identical pieces (a degenerate set: zero covariance) against themselves: zero
+    same = [small[0], small[0], small[0]]
+    assert symbolic_frechet(same, same)["value"] == pytest.approx(0.0, abs=1e-9)  # rounding only
+    # 30 pieces a side > 24 dimensions: no flag, and narrow walks are far from wide ones but near each other
+    large = symbolic_frechet(small, wide)
+    assert large["small_sets"] is False and "indicative" not in large["note"]
+    near = symbolic_frechet(small[:15], small[15:])
+    assert large["value"] > 2 * near["value"] > 0
+    assert symbolic_frechet(small[:1], wide)["value"] is None  # one piece has no spread at all
 
 
 def test_audio_metrics_skip_with_reasons(tmp_path):

@@ -1,14 +1,12 @@
 """The published symbolic metrics: tempo bins (TB, TBT), key match (CK, CKD), instrument match, and the
-MusPy-style pitch-class entropy, scale consistency and groove consistency. Pure numpy on a Piece.
+MusPy-style pitch-class entropy, scale consistency and groove consistency (pure numpy on a Piece), and the
+Frechet distance between two sets of feature vectors.
 
 CKD counts a relative key as a match (A minor <-> C major: the major tonic is the minor tonic + 3
 semitones); the public Text2midi script has this backwards, which is why it is written out here.
 """
 
 from __future__ import annotations
-
-import math
-import warnings
 
 import numpy as np
 
@@ -114,16 +112,46 @@ def groove_consistency(piece, resolution: int = 12) -> float:
     return float(1.0 - dist.mean())
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two sets of feature vectors (rows)."""
-    from scipy import linalg
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix through its eigen-decomposition. Rounding
+    makes the zero eigenvalues of a singular matrix come out as about +-1e-16 times the largest: those below
+    a relative tolerance are set to zero, as their square roots (1e-8) would be noise far above the rounding."""
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    w = np.where(w > _eig_tolerance(w, len(s)), w, 0.0)
+    return (v * np.sqrt(w)) @ v.T
 
+
+def _eig_tolerance(w: np.ndarray, dim: int) -> float:
+    # numpy's matrix_rank rule: below this an eigenvalue is indistinguishable from rounding of the largest
+    return float(np.abs(w).max(initial=0.0)) * max(dim, 1) * np.finfo(float).eps
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two sets of feature vectors (rows):
+    |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
+
+    The trace of the root is taken as tr((R S2 R)^(1/2)) with R = S1^(1/2): S1 S2 and R S2 R have the same
+    eigenvalues, but R S2 R is symmetric positive semi-definite, so its eigenvalues are real and >= 0 up to
+    rounding and the result stays finite for singular, rank-deficient and tiny sets. The usual
+    `scipy.linalg.sqrtm(S1 @ S2)` takes a Schur form of a non-symmetric matrix; when the covariances are
+    singular (fewer vectors than dimensions) it divides by sums of zero eigenvalues and can return inf or
+    NaN, depending on the machine's linear-algebra kernels. NaN if a vector holds NaN or inf.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"frechet_distance needs two 2-D arrays with the same number of columns, got "
+                         f"{a.shape} and {b.shape}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"frechet_distance needs at least 2 vectors per set, got {len(a)} and {len(b)}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    with warnings.catch_warnings():
-        # small sets give singular covariances; the real part of the root is still the usual estimate
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(s1 @ s2)
-    covmean = covmean.real
-    d = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
-    return max(d, 0.0) if math.isfinite(d) else float("nan")
+    s1, s2 = np.cov(a, rowvar=False).reshape(a.shape[1], -1), np.cov(b, rowvar=False).reshape(b.shape[1], -1)
+    if not (np.isfinite(s1).all() and np.isfinite(s2).all()):  # values near 1e154 overflow when squared
+        return float("nan")
+    root = _psd_sqrt(s1)
+    m = root @ s2 @ root
+    w = np.linalg.eigvalsh((m + m.T) / 2)
+    trace_covmean = float(np.sqrt(np.where(w > _eig_tolerance(w, len(w)), w, 0.0)).sum())
+    d = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_covmean)
+    return max(d, 0.0)  # rounding can take a zero distance a hair below zero

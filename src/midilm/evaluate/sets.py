@@ -1,6 +1,7 @@
 """Compare a set of generated pieces with a reference set: per-piece symbolic features, their distributions
 (mean, spread and overlapping area of the two densities), and Frechet distances over symbolic feature
-vectors and over the MIDI encoder's embeddings.
+vectors and over the MIDI encoder's embeddings (flagged `small_sets`, with a note, when a set has no more
+pieces than dimensions: its covariance is then singular and the distance only indicative).
 
 The overlapping area (OA) is the area shared by the two Gaussian kernel density estimates of a feature
 (1.0 = same distribution), as in Yang & Lerch's objective evaluation of generated music. The symbolic
@@ -132,6 +133,19 @@ def compare_distributions(generated: list[dict], reference: list[dict]) -> dict:
     return out
 
 
+def _small_sets(n_generated: int, n_reference: int, dimensions: int, value: float, note: str) -> dict:
+    """`small_sets` and the report's note: n vectors span at most n - 1 dimensions, so with n <= dimensions a
+    set's covariance is singular and the distance compares the sets only within the directions they span."""
+    notes = [note] if note else []
+    if not math.isfinite(value):
+        notes.append("no value: a vector holds NaN or inf")
+    small = min(n_generated, n_reference) <= dimensions
+    if small:
+        notes.append(f"indicative only: {n_generated} generated and {n_reference} reference pieces for "
+                     f"{dimensions} dimensions (a covariance is full rank only with more pieces than dimensions)")
+    return {"small_sets": small, "note": "; ".join(notes)}
+
+
 def symbolic_frechet(generated: list[dict], reference: list[dict]) -> dict:
     """Frechet distance between the standardised feature vectors of the two sets."""
     g, r = feature_matrix(generated), feature_matrix(reference)
@@ -142,7 +156,8 @@ def symbolic_frechet(generated: list[dict], reference: list[dict]) -> dict:
     sd[sd < 1e-9] = 1.0
     value = frechet_distance((g - mu) / sd, (r - mu) / sd)
     return {"value": value if math.isfinite(value) else None, "dimensions": int(g.shape[1]), "n_generated": len(g),
-            "n_reference": len(r), "note": "features standardised over both sets together"}
+            "n_reference": len(r), **_small_sets(len(g), len(r), int(g.shape[1]), value,
+                                                 "features standardised over both sets together")}
 
 
 def default_encoder_dir() -> Path:
@@ -168,7 +183,8 @@ def encoder_frechet(generated_pieces: list, reference_pieces: list, encoder_dir:
     r = np.asarray(embed_pieces(model, reference_pieces, pool="mean"), dtype=float)
     value = frechet_distance(g, r)
     return {"value": value if math.isfinite(value) else None, "dimensions": int(g.shape[1]), "encoder": str(path),
-            "n_generated": len(g), "n_reference": len(r)}
+            "n_generated": len(g), "n_reference": len(r),
+            **_small_sets(len(g), len(r), int(g.shape[1]), value, "")}
 
 
 def summarise_features(features: list[dict]) -> dict:

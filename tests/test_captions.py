@@ -511,3 +511,13 @@ def test_rewrite_with_tiny_local_model(tmp_path: Any) -> None:
         warnings.simplefilter("ignore")
         out = rewrite_captions([CAPTION], model=str(tmp_path), check_facts=False, max_tokens=6)
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_name_ending_in_a_full_stop_ends_its_sentence_once() -> None:
+    # Freedoom credits "Tyler P."; titles may end in an ellipsis, which stays
+    a = {"composer": "Tyler P.", "title": "Not My First Rodeo...", "genre": "video game", "has_drums": True,
+         "instrument_words": ["distortion guitar", "electric bass"]}
+    texts = [make_caption(a, random.Random(s), d) for s in range(60) for d in ("short", "medium", "long")]
+    assert any("Tyler P." in t for t in texts)
+    assert not any(re.search(r"(?<!\.)\.\.(\s|$)", t) for t in texts)
+    assert any("Rodeo..." in t for t in texts)

@@ -259,6 +259,108 @@ def test_parquet_round_trip_of_mixed_values(tmp_path):
     assert ds.load_rows(tmp_path)[0]["chords"] == rows[0]["chords"]
 
 
+def _relpath_test(rel: str) -> bool:
+    return hashlib.sha1(rel.encode("utf-8")).hexdigest()[-1] == "0"
+
+
+def test_groove_split_and_labels():
+    items = list(S.groove(shared_path("groove")))
+    assert len(items) == 1150 and all(Path(it.path).exists() for it in items)
+    # the dataset's own test rows are held out; its validation rows are ordinary training files here
+    assert sum(it.split == "test" for it in items) == 129
+    assert {it.metadata["groove_split"] for it in items if it.split == "train"} == {"train", "validation"}
+    first = items[0]
+    assert first.path.endswith("drummer1/eval_session/1_funk-groove1_138_beat_4-4.mid")
+    assert first.metadata["genre"] == "funk" and first.metadata["label_bpm"] == 138
+    assert first.metadata["label_meter"] == "4/4" and first.metadata["tune_type"] == "groove"
+    assert first.license.startswith("CC-BY-4.0")
+    genres = {it.metadata["genre"] for it in items}
+    assert {"rock", "jazz", "hip hop", "Afro-Cuban", "New Orleans"} <= genres and "hiphop" not in genres
+    assert {it.metadata["tune_type"] for it in items} == {"groove", "drum fill"}
+
+
+def test_freedoom_credits_split_and_remixes():
+    root = shared_path("freedoom")
+    credits = S.read_freedoom_credits(root / "CREDITS-MUSIC")
+    assert credits["d_e1m1.mid"] == {"title": "Steel and Brass", "composer": "J.Astartes and Mr795", "derived": False}
+    # nicknames dropped; the current E1M1, not the one "Previously Featured"
+    assert credits["d_e1m2.mid"]["composer"] == "Mark McGill-Smith"
+    assert credits["d_map11.mid"]["derived"] and credits["d_intro.mid"]["derived"]  # remix of / based on
+    assert credits["d_fdmttl.mid"]["title"] == "My Home, The Colosseum"
+    assert sum(c["derived"] for c in credits.values()) == 13
+    items = list(S.freedoom(root))
+    names = {Path(it.path).name for it in items}
+    assert "dummy.mid" not in names and "d_map11.mid" not in names and "d_e1m1.mid" in names
+    assert len(items) == 112 - 1 - 13
+    assert len(list(S.freedoom(root, include_derived=True))) == 111
+    for it in items:
+        rel = Path(it.path).relative_to(root).as_posix()
+        assert it.split == ("test" if _relpath_test(rel) else "train") and it.metadata["relpath"] == rel
+    assert 0 < sum(it.split == "test" for it in items) < len(items) // 4
+    e1m1 = next(it for it in items if it.path.endswith("d_e1m1.mid"))
+    assert e1m1.metadata["title"] == "Steel and Brass" and e1m1.license.startswith("BSD-3-Clause")
+
+
+def test_openmsx_themes_and_split():
+    root = shared_path("openmsx")
+    items = list(S.openmsx(root))
+    assert len(items) == 31
+    by_name = {Path(it.path).name: it for it in items}
+    boogie = by_name["boogi_marabi_redfarn.mid"].metadata
+    assert boogie["title"] == "Boogie Marabi" and boogie["composer"] == "Jim Redfarn"
+    assert boogie["genre"] == "boogie-woogie" and boogie["playlist"] == "Ezy Street"
+    assert by_name["city_blues_redfarn.mid"].metadata["genre"] == "blues"
+    assert by_name["tttheme2.mid"].metadata["composer"] == "lucas"  # "-lucas-" in themes.list
+    for it in items:
+        assert it.split == ("test" if _relpath_test(Path(it.path).relative_to(root).as_posix()) else "train")
+
+
+def test_openscore_quartets_metadata_split_and_conversion(tmp_path):
+    pytest.importorskip("music21")
+    root = shared_path("openscore-quartets")
+    items = list(S.openscore_quartets(root, cache_dir=tmp_path))
+    assert len(items) == 122
+    for it in items:
+        rel = it.metadata["relpath"]
+        assert rel.startswith("scores/") and rel.endswith(".mxl") and (root / rel).exists()
+        assert it.split == ("test" if _relpath_test(rel) else "train")
+        assert it.metadata["tune_type"] == "string quartet" and it.license.startswith("CC0")
+    arriaga = next(it for it in items if "Arriaga" in it.path and "No.3" in it.path).metadata
+    assert arriaga["composer"] == "Juan Crisóstomo de Arriaga"
+    assert arriaga["title"] == "String Quartet No.3 in E-flat Major" and arriaga["label_key"] == "Eb major"
+    assert S.key_from_title("String Quartet No.1 in D minor") == "D minor"
+    assert S.key_from_title("String Quartet in F-sharp minor, Op.2") == "F# minor"
+    assert S.key_from_title("String Quartet") is None
+    # the smallest score, converted once into the cache and read back as four string parts
+    small = min(items, key=lambda it: (root / it.metadata["relpath"]).stat().st_size)
+    assert not Path(small.path).exists()
+    path = S.ensure_midi(small, timeout=300)
+    assert path == Path(small.path) and path.is_relative_to(tmp_path)
+    from midilm.music.midi_io import read_midi
+
+    piece = read_midi(path)
+    assert len(piece) > 100 and len(set(piece.track.tolist())) >= 4
+
+
+def test_sources_from_args_new_kinds():
+    specs = [f"{k}:{shared_path(k)}" for k in ("groove", "freedoom", "openmsx", "openscore-quartets")]
+    names = [s.name for s in S.sources_from_args(specs)]
+    assert names == ["groove", "freedoom", "openmsx", "openscore-quartets"]
+
+
+def test_validation_split_is_carved_from_train_by_content_hash():
+    digests = [hashlib.sha1(str(i).encode()).hexdigest() for i in range(4000)]
+    chosen = [d for d in digests if ds.validation_split(d)]
+    assert 150 < len(chosen) < 350  # 1 in 16
+    # independent of the held-out rule on the same hash's last digit
+    assert any(d.endswith("0") for d in chosen) and any(not d.endswith("0") for d in chosen)
+    d = chosen[0]
+    assert ds.final_split({"split": "train", "content_hash": d}) == "validation"
+    assert ds.final_split({"split": "test", "content_hash": d}) == "test"
+    other = next(x for x in digests if not ds.validation_split(x))
+    assert ds.final_split({"split": "train", "content_hash": other}) == "train"
+
+
 # ---------------------------------------------------------------------------------------------- builds
 
 def _rows(out: Path) -> list[dict]:
@@ -362,3 +464,28 @@ def test_build_on_ray_gives_the_same_rows(tmp_path):
     assert on_ray["backend"] == "ray" and on_ray["rows"] == serial["rows"]
     key = lambda r: (r["path"], r["clip"])  # noqa: E731
     assert sorted(_rows(tmp_path / "ray"), key=key) == sorted(_rows(tmp_path / "serial"), key=key)
+
+
+@needs_annotators
+def test_build_writes_a_stable_validation_split(tmp_path):
+    pytest.importorskip("datasets")
+    notts = shared_path("nottingham")
+    items = list(S.nottingham(notts))
+    digests = {it.path: _sha1(Path(it.path)) for it in items[:200]}
+    val = [it for it in items[:200] if it.split == "train" and ds.validation_split(digests[it.path])]
+    train = [it for it in items[:200] if it.split == "train" and not ds.validation_split(digests[it.path])]
+    test = [it for it in items[:200] if it.split == "test"]
+    assert val and train and test
+    chosen = [val[0], train[0], test[0]]
+    summary = ds.build_dataset([chosen], tmp_path / "out", workers=1, progress=False)
+    assert set(summary["data_files"]) == {"train", "validation", "test"}
+    got = {(Path(r["path"]).name, r["split"]) for r in _rows(tmp_path / "out") if r["unit"] == "piece"}
+    assert got == {(Path(val[0].path).name, "validation"), (Path(train[0].path).name, "train"),
+                   (Path(test[0].path).name, "test")}
+    # each file's clips follow it, and load_rows reads the split by name
+    assert {r["split"] for r in ds.load_rows(tmp_path / "out", "validation")} == {"validation"}
+    assert {r["path"] for r in ds.load_rows(tmp_path / "out", "validation")} == {val[0].path}
+    # a rebuild in another order (another run, the same files) puts every file in the same split
+    again = ds.build_dataset([list(reversed(chosen))], tmp_path / "again", workers=1, progress=False)
+    assert again["sources"] == summary["sources"]
+    assert "## Validation split" in (tmp_path / "out" / "README.md").read_text()

@@ -106,6 +106,7 @@ _MOOD_DYNAMICS = {
 }
 _HEDGES = ("perhaps", "possibly", "probably", "arguably")
 
+_DOUBLE_STOP = re.compile(r"(?<!\.)\.\.(?=\s|$)")  # "P.." but not an ellipsis "..." or a quoted '..."'
 _NOUNS = ("piece", "composition", "track", "piece of music", "work", "tune")
 _MASS_NOUNS = ("brass", "synth brass", "applause", "breath noise", "guitar fret noise", "seashore")
 
@@ -891,7 +892,8 @@ def make_caption(analysis: dict[str, Any], rng: random.Random, detail: str = "me
         if s:
             sentences.append(cap(s))
     rng.shuffle(sentences)
-    return " ".join([opening] + sentences)
+    # a name that ends in an abbreviation ("Tyler P.") must not end its sentence with a second full stop
+    return _DOUBLE_STOP.sub(".", " ".join([opening] + sentences))
 
 
 def make_captions(analysis: dict[str, Any], seed: int, n: int = 3) -> list[str]:

@@ -2,11 +2,15 @@
 
 `build_dataset(sources, out_dir)` writes into `out_dir`:
 
-- `train.parquet`, `test.parquet`: one row per piece (unit "piece", clip "") and per 20 s clip (unit "clip",
-  clip "start" | "middle" | "end"); columns in `summary.json["columns"]`. Flat lists of scalars are Arrow
-  lists, `captions` is list<string>, `qa` is list<struct<question, answer, type, style>>; any other nested
-  value (lists of dicts such as `chords`, or a column whose type differs between rows) is a JSON string,
-  listed in `summary.json["json_columns"]`.
+- `train.parquet`, `validation.parquet`, `test.parquet`: one row per piece (unit "piece", clip "") and
+  per 20 s clip (unit "clip", clip "start" | "middle" | "end"); columns in `summary.json["columns"]`. Flat
+  lists of scalars are Arrow lists, `captions` is list<string>, `qa` is list<struct<question, answer, type,
+  style>>; any other nested value (lists of dicts such as `chords`, or a column whose type differs between
+  rows) is a JSON string, listed in `summary.json["json_columns"]`.
+- The validation split is carved out of the training split by the content hash of each file
+  (`validation_split`): deterministic, stable across rebuilds and machines (it does not depend on paths or
+  on the order of the sources), the same for every model trained on the dataset. Choose checkpoints,
+  sizes and settings on it; the test split stays for the final figures.
 - `summary.json` (counts per source and split, pieces, clips, QA pairs, duplicates, failures, seconds) and
   a dataset card `README.md`.
 - Working state that makes a run resumable: `parts/part-NNNNN.jsonl` (one line per finished file, all
@@ -42,9 +46,24 @@ ANNOTATE_MODULES = ("midilm.annotate.analyze", "midilm.annotate.captions", "midi
 QA_FIELDS = ("question", "answer", "type", "style")
 LEAD_COLUMNS = ("source", "split", "unit", "clip", "clip_start", "clip_end", "path", "content_hash",
                 "license", "captions", "qa")
+SPLITS = ("train", "validation", "test")
 _STATE_FILES = ("done.txt", "errors.jsonl", "duplicates.jsonl", "summary.json", "README.md",
-                "train.parquet", "test.parquet")
+                *(f"{s}.parquet" for s in SPLITS))
 ROW_GROUP = 512
+
+
+def validation_split(content_hash: str) -> bool:
+    """Whether a training file belongs to the validation split: SHA-1 of "validation:" + its content hash
+    (the SHA-1 of its bytes) ends in hex "0", 1 in 16 of the training files. Salted so that it does not
+    coincide with the held-out rules that look at the last digit of the same content hash."""
+    return hashlib.sha1(f"validation:{content_hash}".encode()).hexdigest().endswith("0")
+
+
+def final_split(row: dict) -> str:
+    """The split a row is written to: the adapter's "test", else "validation" or "train" by content hash."""
+    if row.get("split") == "test":
+        return "test"
+    return "validation" if validation_split(str(row.get("content_hash") or "")) else "train"
 
 
 # ---------------------------------------------------------------------------------------------- per file
@@ -509,7 +528,7 @@ def _assemble(out: Path, progress: bool = True) -> dict:
         for row in res["rows"]:
             for k, v in row.items():
                 kinds[k] = _merge(kinds.get(k), _kind(v))
-            c = counts[row.get("source", "")][row.get("split", "train")]
+            c = counts[row.get("source", "")][final_split(row)]
             c["pieces" if row.get("unit") == "piece" else "clips"] += 1
             c["qa_pairs"] += len(row.get("qa") or [])
             c["captions"] += len(row.get("captions") or [])
@@ -517,8 +536,8 @@ def _assemble(out: Path, progress: bool = True) -> dict:
                  path="str", content_hash="str", license="str", captions=("list", "str"), qa="qa")
     schema = pa.schema([(k, _arrow_type(kind)) for k, kind in kinds.items()])
 
-    writers = {s: pq.ParquetWriter(out / f"{s}.parquet.tmp", schema) for s in ("train", "test")}
-    buffers: dict[str, list[dict]] = {"train": [], "test": []}
+    writers = {s: pq.ParquetWriter(out / f"{s}.parquet.tmp", schema) for s in SPLITS}
+    buffers: dict[str, list[dict]] = {s: [] for s in SPLITS}
     split_rows = Counter()
 
     def flush(split: str) -> None:
@@ -530,8 +549,8 @@ def _assemble(out: Path, progress: bool = True) -> dict:
     try:
         for res in _iter_results(out):
             for row in res["rows"]:
-                split = "test" if row.get("split") == "test" else "train"
-                buffers[split].append(row)
+                split = final_split(row)
+                buffers[split].append({**row, "split": split})
                 split_rows[split] += 1
                 if len(buffers[split]) >= ROW_GROUP:
                     flush(split)
@@ -620,7 +639,16 @@ def _write_card(out: Path, summary: dict, sources: Iterable) -> None:
         "- music21 corpus: SHA-1 of the corpus-relative file path with forward slashes "
         "(e.g. `bach/bwv66.6.mxl`, no work number) ends in `0`.",
         "- Lakh MIDI: MD5 file name starting with `f`.",
+        "- Groove MIDI: its own `test` rows (its `validation` rows count as training files here).",
+        "- freedoom, openmsx, openscore-quartets: SHA-1 of the path relative to the folder ends in `0`.",
         "- Everything else: SHA-1 of the file bytes ends in `0`.",
+        "",
+        "## Validation split",
+        "",
+        "Carved out of the training files: SHA-1 of `validation:` + the file's content hash (`content_hash`,",
+        "the SHA-1 of its bytes) ends in `0` (1 in 16). Deterministic and independent of paths and source",
+        "order, so it stays the same across rebuilds. Choose checkpoints and settings on it; keep `test` for",
+        "the final figures.",
         "",
         "## Columns",
         "",
@@ -635,10 +663,15 @@ def _write_card(out: Path, summary: dict, sources: Iterable) -> None:
 
 
 def load_rows(out_dir: str | Path, split: str = "train") -> list[dict]:
-    """The rows of one split as dicts with JSON columns decoded (a convenience for small datasets)."""
+    """The rows of one split ("train", "validation" or "test") as dicts with JSON columns decoded (a
+    convenience for small datasets). A dataset built before the validation split existed has no
+    validation.parquet: asking for it raises FileNotFoundError with the rebuild hint."""
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
+    if split == "validation" and not (out / "validation.parquet").exists():
+        raise FileNotFoundError(f"{out} has no validation split: rebuild it with `midilm dataset build` "
+                                "(the validation split is carved out of train when the Parquet files are written)")
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     rows = pq.read_table(out / f"{split}.parquet").to_pylist()
     for row in rows:

@@ -11,6 +11,11 @@ Every adapter returns a `Source`, an iterable of `SourceItem(path, source, metad
   joined with the composer table (nationality, birth, death, and an era derived from the years).
 - `lakh_midicaps(folder, captions)`: Lakh MIDI files plus MidiCaps captions (JSON, JSONL or CSV with
   `location` and `caption`).
+- `groove(root)`: Groove MIDI drum performances with info.csv (style, bpm, beat or fill, meter, split).
+- `freedoom(root)`, `openmsx(root)`: General MIDI band arrangements with drums; title and composer from
+  CREDITS-MUSIC / src/themes.list.
+- `openscore_quartets(root)`: string-quartet MusicXML scores, converted to MIDI with music21 on demand
+  (like the music21 corpus), composer and title from data/scores.tsv.
 
 Held-out split (see shared/data/README.md), decided here and nowhere else:
 
@@ -21,6 +26,11 @@ Held-out split (see shared/data/README.md), decided here and nowhere else:
   "essenFolksong/han1.abc"), UTF-8 encoded, hex digest ending in "0" is test. All works of a multi-work
   file (an ABC opus) therefore share one split. See `music21_split`.
 - Lakh: an MD5 file name (the Lakh naming) starting with "f" is test; a file not named by its MD5 is hashed.
+- Groove MIDI: the dataset's own `split` column; its "test" rows are test, its "validation" rows are train
+  (our validation split is carved out of train for every source alike, see `dataset.validation_split`).
+- freedoom, openmsx, openscore-quartets: SHA-1 of the file's path relative to the folder ("musics/d_e1m1.mid",
+  "src/tttheme2.mid", "scores/<composer>/<work>/sq123.mxl"), UTF-8, hex digest ending in "0" is test
+  (`relpath_split`).
 - Everything else (plain folders, GiantMIDI): SHA-1 of the file bytes ending in "0" is test.
 """
 
@@ -52,6 +62,10 @@ LICENSES = {
     "music21": "BSD-3-Clause (music21 corpus)",
     "giantmidi": "CC-BY-4.0",
     "lakh": "CC-BY-4.0 (Lakh MIDI); captions CC-BY-SA-4.0 (MidiCaps)",
+    "groove": "CC-BY-4.0 (Groove MIDI Dataset; Gillick et al., ICML 2019)",
+    "freedoom": "BSD-3-Clause (Freedoom)",
+    "openmsx": "GPL-2.0 (OpenMSX)",
+    "openscore-quartets": "CC0-1.0 (OpenScore String Quartets)",
 }
 
 _TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
@@ -97,6 +111,12 @@ def content_split(digest: str) -> str:
 def music21_split(corpus_path: str) -> str:
     """Split of a music21 work from its corpus-relative file path ("bach/bwv66.6.mxl")."""
     digest = hashlib.sha1(corpus_path.replace("\\", "/").encode("utf-8")).hexdigest()
+    return "test" if digest.endswith("0") else "train"
+
+
+def relpath_split(relpath: str) -> str:
+    """Split of a file of freedoom, openmsx or openscore-quartets from its path relative to the folder."""
+    digest = hashlib.sha1(relpath.replace("\\", "/").encode("utf-8")).hexdigest()
     return "test" if digest.endswith("0") else "train"
 
 
@@ -415,25 +435,13 @@ def convert_music21(corpus_path: str, number: str | None, dest: str | Path, time
     with time_limit(timeout, "music21 conversion"):
         kwargs = {"number": int(number) if number.isdigit() else number} if number else {}
         score = corpus.parse(corpus_path, **kwargs)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".mid", dir=dest.parent)
-        os.close(fd)
-        try:
-            try:
-                score.write("midi", fp=tmp)
-            except Exception:
-                # music21's ABC reader shares one TimeSignature object between measures (meter changes in
-                # Essen tunes), which its MIDI writer then refuses to insert twice; copies fix that
-                _unshare_time_signatures(score)
-                score.write("midi", fp=tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any other
-            os.replace(tmp, dest)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        _write_midi(score, dest)
     return dest
 
 
 def _unshare_time_signatures(score) -> None:
+    """music21's ABC reader shares one TimeSignature object between measures (meter changes in Essen
+    tunes), which its MIDI writer then refuses to insert twice; copies fix that."""
     from music21 import meter
 
     seen: set[int] = set()
@@ -444,12 +452,44 @@ def _unshare_time_signatures(score) -> None:
             seen.add(id(ts))
 
 
+def convert_score(score_path: str | Path, dest: str | Path, timeout: float | None = 600.0) -> Path:
+    """Parse a score file (MusicXML, .mxl, ABC, kern) with music21 and write it as MIDI to `dest`
+    (atomically), within `timeout`."""
+    from music21 import converter
+
+    dest = Path(dest)
+    with time_limit(timeout, "music21 conversion"):
+        score = converter.parse(str(score_path))
+        _write_midi(score, dest)
+    return dest
+
+
+def _write_midi(score, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".mid", dir=dest.parent)
+    os.close(fd)
+    try:
+        try:
+            score.write("midi", fp=tmp)
+        except Exception:
+            _unshare_time_signatures(score)
+            score.write("midi", fp=tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any other
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def ensure_midi(item: SourceItem, timeout: float | None = 120.0) -> Path:
-    """The item's MIDI file, converting a music21 work into the cache first when it is not there yet
-    (`timeout`: seconds for the conversion, None for no limit)."""
+    """The item's MIDI file, converting a music21 work or a score (`metadata["score_path"]`) into the
+    cache first when it is not there yet (`timeout`: seconds for the conversion, None for no limit)."""
     path = Path(item.path)
-    if item.source == "music21" and not path.exists() and item.metadata.get("corpus_path"):
+    if path.exists():
+        return path
+    if item.source == "music21" and item.metadata.get("corpus_path"):
         convert_music21(item.metadata["corpus_path"], item.metadata.get("music21_number"), path, timeout)
+    elif item.metadata.get("score_path"):
+        convert_score(item.metadata["score_path"], path, timeout)
     return path
 
 
@@ -583,17 +623,215 @@ def lakh_midicaps(folder_path: str | Path, captions: str | Path | None = None) -
     return Source("lakh", items, LICENSES["lakh"], "Lakh MIDI with MidiCaps captions")
 
 
+# ---------------------------------------------------------------------------------------------- Groove MIDI
+
+# info.csv style words as a caption says them
+_GROOVE_STYLES = {"afrocuban": "Afro-Cuban", "afrobeat": "Afrobeat", "hiphop": "hip hop", "neworleans": "New Orleans",
+                  "middleeastern": "Middle Eastern", "highlife": "highlife", "rnb": "R&B"}
+
+
+def groove(root: str | Path) -> Source:
+    """Groove MIDI drum performances from info.csv; its own "test" rows are test (see the module doc)."""
+    base = _need_dir(root, "Groove MIDI")
+    info = base / "info.csv"
+    if not info.exists():
+        raise FileNotFoundError(f"Groove MIDI: {info} is missing")
+
+    def items() -> Iterator[SourceItem]:
+        with info.open(encoding="utf-8-sig", newline="") as f:
+            for row in csv.DictReader(f):
+                rel = (row.get("midi_filename") or "").strip()
+                if not rel:
+                    continue
+                top, _, detail = (row.get("style") or "").partition("/")
+                # "latin/brazilian-samba" names a style; "funk/groove3" or "rock/fill" only numbers takes
+                detail = re.sub(r"\d+$", "", detail).replace("-", " ").strip()
+                beat_type = (row.get("beat_type") or "").strip()
+                meter = (row.get("time_signature") or "").strip().replace("-", "/")
+                meta = {
+                    "genre": _GROOVE_STYLES.get(top, top) or None,
+                    "style_detail": None if detail in ("", "groove", "fill", "beat") else detail,
+                    "tune_type": {"beat": "groove", "fill": "drum fill"}.get(beat_type),
+                    "drummer": row.get("drummer") or None,
+                    "session": row.get("session") or None,
+                    "label_bpm": _int(row.get("bpm")),
+                    "label_meter": meter or None,
+                    "groove_split": row.get("split") or None,
+                    "instrument_hint": "drums",
+                }
+                split = "test" if (row.get("split") or "").strip() == "test" else "train"
+                yield SourceItem(str(base / rel), "groove", meta, split, LICENSES["groove"])
+
+    return Source("groove", items, LICENSES["groove"], "Groove MIDI Dataset drum performances")
+
+
+# ---------------------------------------------------------------------------------------------- Freedoom
+
+_FREEDOOM_ROLES = {  # CREDITS-MUSIC section headline -> file per role line
+    "phase 1": {"title": "d_intro.mid", "intermission": "d_inter.mid", "victory": "d_victor.mid",
+                "bunny": "d_bunny.mid"},
+    "phase 2": {"title": "d_dm2ttl.mid", "intermission": "d_dm2int.mid", "story": "d_read_m.mid"},
+    "freedm": {"title": "d_fdmttl.mid", "intermission": "d_fdmint.mid", "story": "d_fdmrdm.mid"},
+}
+_CREDIT = re.compile(r'^\s*(?P<slot>[A-Za-z0-9 ]+?):\s*(?:"(?P<title>[^"]+)"|(?P<file>\S+\.mid))\s+by\s+(?P<rest>.+)$')
+_DERIVED = re.compile(r",\s*(remix of|based on|originally by)\b", re.IGNORECASE)
+
+
+def read_freedoom_credits(path: str | Path) -> dict[str, dict]:
+    """CREDITS-MUSIC -> {file name: {title, composer, derived}} for the current tracks (the sections
+    before "Previously Featured"). `derived` is True for remixes of, or works based on, other pieces."""
+    out: dict[str, dict] = {}
+    section = ""
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        head = re.fullmatch(r"\s*--(.+?)--\s*", line)
+        if head:
+            section = head.group(1).strip().lower()
+            if section.startswith("previously"):
+                break
+            continue
+        m = _CREDIT.match(line)
+        if not m:
+            continue
+        slot = m.group("slot").strip().lower()
+        if re.fullmatch(r"e\dm\d|map\d\d|dm\d\d", slot):
+            name = f"d_{slot}.mid"
+        else:
+            name = _FREEDOOM_ROLES.get(section, {}).get(slot)
+            if not name:
+                continue
+        rest = m.group("rest").strip()
+        derived = bool(_DERIVED.search(rest))
+        composer = _DERIVED.split(rest)[0].strip()
+        composer = re.split(r",\s*modified by\b", composer)[0].strip()
+        composer = re.sub(r'\s*"[^"]*"\s*', " ", composer).strip()  # drop nicknames: Lola "BlueWorrior" Harvey
+        out[name] = {"title": m.group("title") or None, "composer": composer or None, "derived": derived}
+    return out
+
+
+def freedoom(root: str | Path, include_derived: bool = False) -> Source:
+    """Freedoom's game music (musics/*.mid), title and composer from CREDITS-MUSIC. Remixes of and works
+    based on other pieces are left out unless `include_derived` (the data README's caution), and so is
+    the placeholder dummy.mid. Split by SHA-1 of the path relative to the folder."""
+    base = _need_dir(root, "Freedoom")
+    credits_file = base / "CREDITS-MUSIC"
+    credits = read_freedoom_credits(credits_file) if credits_file.exists() else {}
+
+    def items() -> Iterator[SourceItem]:
+        for p in _midi_files(base):
+            rel = p.relative_to(base).as_posix()
+            credit = credits.get(p.name.lower(), {})
+            if p.name.lower() == "dummy.mid" or (credit.get("derived") and not include_derived):
+                continue
+            meta = {"title": credit.get("title"), "composer": credit.get("composer"), "genre": "video game",
+                    "collection": "Freedoom", "relpath": rel}
+            yield SourceItem(str(p), "freedoom", meta, relpath_split(rel), LICENSES["freedoom"])
+
+    return Source("freedoom", items, LICENSES["freedoom"], "Freedoom game music (General MIDI band arrangements)")
+
+
+# ---------------------------------------------------------------------------------------------- OpenMSX
+
+_OPENMSX_PLAYLISTS = {"theme": "OpenTTD theme", "old": "Old Style", "new": "New Style", "ezy": "Ezy Street"}
+# style words a title states outright; Ezy Street is OpenTTD's easy-listening playlist
+_TITLE_STYLES = (("boogie", "boogie-woogie"), ("blues", "blues"), ("ragtime", "ragtime"), ("waltz", "waltz"))
+
+
+def read_themes_list(path: str | Path) -> dict[str, dict]:
+    """OpenMSX's src/themes.list ("purpose; file; author; title") -> {file name: {title, composer, playlist}}."""
+    out: dict[str, dict] = {}
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.lstrip().startswith("#") or line.count(";") < 3:
+            continue
+        purpose, name, author, title = (x.strip() for x in line.split(";", 3))
+        playlist = _OPENMSX_PLAYLISTS.get(purpose.split("_")[0])
+        out[name.lower()] = {"title": title or None, "composer": author.strip("-").strip() or None,
+                             "playlist": playlist}
+    return out
+
+
+def openmsx(root: str | Path) -> Source:
+    """OpenMSX (OpenTTD's music), title and author from src/themes.list; split by SHA-1 of the relative path."""
+    base = _need_dir(root, "OpenMSX")
+    themes_file = next((p for p in (base / "src" / "themes.list", base / "themes.list") if p.exists()), None)
+    themes = read_themes_list(themes_file) if themes_file else {}
+
+    def items() -> Iterator[SourceItem]:
+        for p in _midi_files(base):
+            rel = p.relative_to(base).as_posix()
+            theme = themes.get(p.name.lower(), {})
+            title = theme.get("title") or ""
+            genre = next((g for word, g in _TITLE_STYLES if word in title.lower()), None)
+            if genre is None and theme.get("playlist") == "Ezy Street":
+                genre = "easy listening"
+            meta = {"title": title or None, "composer": theme.get("composer"), "genre": genre,
+                    "playlist": theme.get("playlist"), "collection": "OpenMSX", "relpath": rel}
+            yield SourceItem(str(p), "openmsx", meta, relpath_split(rel), LICENSES["openmsx"])
+
+    return Source("openmsx", items, LICENSES["openmsx"], "OpenMSX game music (General MIDI band arrangements)")
+
+
+# ---------------------------------------------------------------------------------------------- OpenScore quartets
+
+_KEY_IN_TITLE = re.compile(r"\bin\s+([A-Ga-g])(?:[- ](flat|sharp)|([#b]))?[- ]+(major|minor)\b", re.IGNORECASE)
+
+
+def key_from_title(title: str | None) -> str | None:
+    """'String Quartet No.3 in E-flat Major' -> 'Eb major' (project spelling); None without a key."""
+    m = _KEY_IN_TITLE.search(title or "")
+    if not m:
+        return None
+    accidental = {"flat": "b", "sharp": "#"}.get((m.group(2) or "").lower(), m.group(3) or "")
+    return normalize_key(f"{m.group(1).upper()}{accidental}:{m.group(4).lower()[:3]}")
+
+
+def _composer_from_folder(name: str) -> str:
+    """'Arriaga,_Juan_Crisóstomo_de' -> 'Juan Crisóstomo de Arriaga'."""
+    surname, _, first = name.replace("_", " ").partition(",")
+    return " ".join(x for x in (first.strip(), surname.strip()) if x)
+
+
+def openscore_quartets(root: str | Path, cache_dir: str | Path | None = None) -> Source:
+    """OpenScore string quartets (scores/**/*.mxl), converted to MIDI with music21 on demand into
+    `cache_dir` (default ~/.cache/midilm/openscore-midi); composer and title from data/scores.tsv.
+    Split by SHA-1 of the score's path relative to the folder."""
+    base = _need_dir(root, "OpenScore quartets")
+    cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir().parent / "openscore-midi")
+    titles: dict[str, str] = {}
+    tsv = base / "data" / "scores.tsv"
+    if tsv.exists():
+        with tsv.open(encoding="utf-8-sig", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                if row.get("path"):
+                    titles[unicodedata.normalize("NFC", row["path"].strip())] = (row.get("name") or "").strip()
+
+    def items() -> Iterator[SourceItem]:
+        for p in sorted((base / "scores").rglob("*.mxl")):
+            rel = p.relative_to(base).as_posix()
+            work = unicodedata.normalize("NFC", p.parent.relative_to(base / "scores").as_posix())
+            title = titles.get(work) or p.parent.name.replace("_", " ")
+            meta = {"title": title, "composer": _composer_from_folder(work.split("/")[0]), "genre": "classical",
+                    "tune_type": "string quartet", "label_key": key_from_title(title), "collection": "OpenScore",
+                    "relpath": rel, "score_path": str(p)}
+            yield SourceItem(str(cache / f"{rel}.mid"), "openscore-quartets", meta, relpath_split(rel),
+                             LICENSES["openscore-quartets"])
+
+    return Source("openscore-quartets", items, LICENSES["openscore-quartets"], "OpenScore string quartets (MusicXML)")
+
+
 # ---------------------------------------------------------------------------------------------- CLI specs
 
-_KINDS = ("pop909", "nottingham", "music21", "giantmidi", "lakh", "folder")
+_KINDS = ("pop909", "nottingham", "music21", "giantmidi", "lakh", "folder", "groove", "freedoom", "openmsx",
+          "openscore-quartets", "quartets")
+_FOLDER_ADAPTERS = {"groove": groove, "freedoom": freedoom, "openmsx": openmsx}
 
 
 def sources_from_args(specs: Iterable[str], cache_dir: str | Path | None = None) -> list[Source]:
     """Turn CLI specs into adapters.
 
     `pop909:PATH`, `nottingham:PATH`, `music21` or `music21:SUB[,SUB...]`, `giantmidi:FOLDER[,COMPOSERS.csv]`,
-    `lakh:FOLDER[,CAPTIONS.json|.jsonl|.csv]`, `folder:PATH` or a plain PATH. `cache_dir` is where
-    music21 conversions go (default ~/.cache/midilm/music21-midi).
+    `lakh:FOLDER[,CAPTIONS.json|.jsonl|.csv]`, `groove:PATH`, `freedoom:PATH`, `openmsx:PATH`,
+    `openscore-quartets:PATH` (or `quartets:PATH`), `folder:PATH` or a plain PATH. `cache_dir` is where
+    music21 conversions go (default ~/.cache/midilm/music21-midi; scores: its sibling openscore-midi).
     """
     out: list[Source] = []
     for spec in specs:
@@ -610,6 +848,10 @@ def sources_from_args(specs: Iterable[str], cache_dir: str | Path | None = None)
             out.append(pop909(arg))
         elif kind == "nottingham":
             out.append(nottingham(arg))
+        elif kind in _FOLDER_ADAPTERS:
+            out.append(_FOLDER_ADAPTERS[kind](arg))
+        elif kind in ("openscore-quartets", "quartets"):
+            out.append(openscore_quartets(arg, Path(cache_dir).parent / "openscore-midi" if cache_dir else None))
         elif kind in ("giantmidi", "lakh"):
             # the companion file is after the last comma, so folder names may hold commas
             path, sep, extra = arg.rpartition(",")

@@ -9,10 +9,12 @@ weights, and inferred for checkpoints without it (MIDI-LLM's release: vocabulary
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from midilm.codecs.amt.vocab import AUTOREGRESS, LLAMA3_TEXT_VOCAB, MIDI_LLM_VOCAB, VOCAB_SIZE
+from midilm.errors import MidilmError
 from midilm.models.manifest import MANIFEST, has_manifest, read_manifest, write_manifest
 
 MUSIC_ROWS = 55030  # MIDI-LLM's block: the 55,028 AMT ids plus two unused rows
@@ -21,7 +23,7 @@ T2M_KIND = "text-to-midi"
 MIDI_LLM_PROMPT = (
     "You are a world-class composer. Please compose some music according to the following description: "
 )
-INIT_SCHEMES = ("mean", "random", "block-mean")
+INIT_SCHEMES = ("mean", "random", "block-mean", "structured")  # structured: models/init_rows.py
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,38 @@ class MusicLayout:
         write_manifest(directory, T2M_KIND, **asdict(self))
 
 
+class LayoutError(MidilmError, ValueError):
+    """Where a checkpoint's music ids start cannot be told for certain."""
+
+
 def layout_for(directory: str | Path, vocab_size: int | None = None, tokenizer_len: int | None = None) -> MusicLayout:
-    """The layout of a saved model: from `midilm.json`, else MIDI-LLM's release, else the tokenizer length."""
+    """The layout of a saved model: from its `midilm.json`, else MIDI-LLM's exact released layout (183,286
+    vocabulary rows with Llama 3's 128,256-id tokenizer). Nothing is guessed from the row count: any other
+    checkpoint (a plain text LM, a padded vocabulary) is refused with LayoutError; write its layout with
+    `MusicLayout(offset).save(directory)` once it is known."""
     if has_manifest(directory):
         data = read_manifest(directory, expected_kind=T2M_KIND)
-        return MusicLayout(**{k: v for k, v in data.items() if k in MusicLayout.__dataclass_fields__})
-    if vocab_size == MIDI_LLM_VOCAB:
+        layout = MusicLayout(**{k: v for k, v in data.items() if k in MusicLayout.__dataclass_fields__})
+        if vocab_size is not None and vocab_size < layout.music_offset + VOCAB_SIZE:
+            raise LayoutError(f"{directory}: {SIDECAR} puts the music ids at {layout.music_offset}, but the model has "
+                              f"only {vocab_size} vocabulary rows")
+        return layout
+    if vocab_size == MIDI_LLM_VOCAB and tokenizer_len == LLAMA3_TEXT_VOCAB:
         return MusicLayout(LLAMA3_TEXT_VOCAB)
-    if vocab_size is not None and vocab_size >= MUSIC_ROWS + 1:
-        return MusicLayout(vocab_size - MUSIC_ROWS)
-    if tokenizer_len is not None:
-        return MusicLayout(tokenizer_len)
-    raise ValueError(f"cannot tell where the music ids start in {directory}: no {SIDECAR} and vocabulary {vocab_size}")
+    raise LayoutError(f"cannot tell where the music ids start in {directory}: it has no {SIDECAR} and is not "
+                      f"MIDI-LLM's released layout ({MIDI_LLM_VOCAB} vocabulary rows, a {LLAMA3_TEXT_VOCAB}-id "
+                      f"tokenizer); this one has {vocab_size} rows and a {tokenizer_len}-id tokenizer")
+
+
+def tokenizer_length(directory: str | Path) -> int | None:
+    """len() of the tokenizer saved in `directory` (its `tokenizer.json`: vocabulary plus added tokens),
+    read without loading it; None without the file."""
+    path = Path(directory, "tokenizer.json")
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    ids = list((data.get("model") or {}).get("vocab", {}).values()) + [t["id"] for t in data.get("added_tokens", [])]
+    return max(ids) + 1 if ids else 0
 
 
 def expand_vocabulary(model, text_vocab_size: int | None = None, init: str = "mean", seed: int = 0,
@@ -77,6 +99,7 @@ def expand_vocabulary(model, text_vocab_size: int | None = None, init: str = "me
       "random"      N(0, initializer_range), as a freshly initialised model
       "block-mean"  like "mean", plus a shared random offset per AMT block (time, duration, note,
                     control, special) so the blocks start apart from each other
+      "structured"  block-mean plus rows that share structure (models/init_rows.py)
     Returns the layout. `text_vocab_size` defaults to the model's current vocabulary size.
     """
     import torch
@@ -94,6 +117,10 @@ def expand_vocabulary(model, text_vocab_size: int | None = None, init: str = "me
     def new_rows(weight: torch.Tensor) -> torch.Tensor:
         base = weight[:text].detach().float()
         dim = base.shape[1]
+        if init == "structured":
+            from midilm.models.init_rows import new_rows as structured_rows
+
+            return structured_rows(init, base, MUSIC_ROWS, gen, noise).to(weight.dtype)
         if init == "random":
             rows = torch.randn(MUSIC_ROWS, dim, generator=gen) * std_init
         else:

@@ -41,6 +41,16 @@ def _load_t2m(args):
     return load_text_to_midi(path, device=args.device)
 
 
+def _devices(args) -> tuple[str | None, str | None]:
+    """(text-to-MIDI device, understanding device), each checked before anything loads."""
+    from midilm.cli_common import check_device
+
+    device = check_device(args.device)
+    if args.understanding_device is None:
+        return device, device
+    return device, check_device(args.understanding_device, "--understanding-device")
+
+
 def _load_understanding(args) -> tuple[object | None, str | None, str | None]:
     """(model, path, why not): a missing default model is not an error, a failing --understanding-model is."""
     if args.no_understanding:
@@ -53,7 +63,7 @@ def _load_understanding(args) -> tuple[object | None, str | None, str | None]:
             raise ServeError(f"cannot load the understanding model: {e}") from None
         return None, None, "this install has no midilm.understand"
     try:
-        model = load_understanding_model(explicit)
+        model = load_understanding_model(explicit, device=args.understanding_device)
     except Exception as e:  # the shipped default may be absent in this install: serve without it
         if explicit:
             raise ServeError(f"cannot load the understanding model {explicit}: {e}") from None
@@ -84,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_tokens=args.max_tokens, default_tokens=min(1024, args.max_tokens),
                     max_samples=args.max_samples, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                     timeout=args.timeout, queue_size=args.queue_size, max_batch=args.max_batch)
+    args.device, args.understanding_device = _devices(args)
     sock = _bind(args.host, args.port)  # before loading: a taken port fails in a second, not after the models
     t2m = _load_t2m(args)
     understanding, upath, why = _load_understanding(args)
@@ -91,7 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"midilm serve: understanding model not available ({why}): /v1/describe and /v1/ask answer 503",
               file=sys.stderr)
     app = create_app(Models(t2m=t2m, t2m_backend=args.backend, understanding=understanding,
-                            understanding_path=upath, understanding_error=why), limits)
+                            understanding_path=upath, understanding_error=why, t2m_device=args.device,
+                            understanding_device=args.understanding_device), limits)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"midilm serve: studio at http://{shown}:{port}/ , API docs at http://{shown}:{port}/docs", file=sys.stderr,
@@ -135,7 +147,10 @@ def register(sub) -> None:
     p.add_argument("--understanding-model", metavar="PATH", default=None,
                    help="MIDI understanding model directory (default: the shipped one, if present)")
     p.add_argument("--no-understanding", action="store_true", help="serve without the understanding model")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--device", default=None,
+                   help="where the models run: cpu, cuda, cuda:1, mps, ... (default: cpu); checked at start")
+    p.add_argument("--understanding-device", default=None, metavar="DEVICE",
+                   help="where the understanding model runs, if not on --device")
     p.add_argument("--threads", type=_positive(int, 256), default=1, help="CPU threads for the model (default 1)")
     p.add_argument("--max-tokens", type=_positive(int, 100_000), default=4096, help="largest max_tokens accepted")
     p.add_argument("--max-samples", type=_positive(int, 64), default=8, help="largest n accepted")

@@ -8,9 +8,18 @@ from dataclasses import fields
 
 
 def cmd_train_t2m(args: argparse.Namespace) -> int:
-    from midilm.train.t2m import T2MConfig, train_t2m
+    from midilm.errors import MidilmError
+    from midilm.train.t2m import T2MConfig, dry_run, train_t2m
 
+    if args.dry_run:
+        dry_run(args.output, seq_len=args.dry_run_len, steps=args.dry_run_steps, optim=args.optim or "sgd",
+                bf16=args.bf16, seed=args.seed)
+        return 0
+    if not args.data or not args.output:
+        raise MidilmError("midilm train t2m needs --data and -o/--output (or --dry-run)")
     values = {f.name: getattr(args, f.name) for f in fields(T2MConfig) if hasattr(args, f.name)}
+    if values.get("optim") is None:
+        values.pop("optim")
     out = train_t2m(T2MConfig(**values))
     print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
     return 0
@@ -22,8 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train models")
     tsub = p.add_subparsers(dest="train_command", metavar="RECIPE", parser_class=type(p))
     q = tsub.add_parser("t2m", help="two-stage text-to-MIDI training (MIDI-LLM)")
-    q.add_argument("--data", required=True, help="dataset folder from `midilm dataset build`")
-    q.add_argument("-o", "--output", required=True, help="model folder to write")
+    q.add_argument("--data", help="dataset folder from `midilm dataset build` (required unless --dry-run)")
+    q.add_argument("-o", "--output", help="model folder to write (required unless --dry-run)")
     defaults = T2MConfig(data="", output="")
     q.add_argument("--init-from", dest="init_from", default=None,
                    help="a local HF causal LM to expand with the AMT vocabulary (default: a small Llama from scratch)")
@@ -37,8 +46,16 @@ def register(sub) -> None:
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(defaults, name))
     q.add_argument("--full-softmax", dest="block_loss", action="store_false",
                    help="softmax over the whole vocabulary instead of the slot's block")
-    q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    q.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 mixed precision (default: on for --init-from on a GPU with bf16, else off)")
+    q.add_argument("--optim", default=None,
+                   help="optimizer (a TrainingArguments name; default adamw_torch, sgd for --dry-run)")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    q.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="no data: a random model of MIDI-LLM's exact shape (Llama-3.2-1B, 183,286 rows) takes "
+                        "training steps, is saved (-o, else a temporary folder) and reloaded; prints its memory")
+    q.add_argument("--dry-run-len", dest="dry_run_len", type=int, default=64, help="ids per dry-run sequence")
+    q.add_argument("--dry-run-steps", dest="dry_run_steps", type=int, default=1, help="dry-run training steps")
     q.set_defaults(func=cmd_train_t2m)
 
     from midilm.train.encoder import register_cli as register_encoder

@@ -4,27 +4,37 @@ Stage 1 (continued pretraining): a mix of music text (captions, questions and an
 AMT training lines, loss on every token. Stage 2 (supervised fine-tuning): MIDI-LLM's prompt with a
 caption, then the music; loss on the music only; caption dropout; transposition, tempo scaling and
 instrument reassignment with the caption rewritten to match; AMT anticipation (an instrument or a span
-given as controls) so accompaniment and infilling work. Sequences are packed to `max_len`.
+given as controls) so accompaniment and infilling work. The prompt, including the AUTOREGRESS/ANTICIPATE
+flag that ends it, is never a target. Whole examples are packed into rows of `max_len` ids with their own
+positions and no attention across them (`midilm.train.packing`).
 
-The loss can be computed per slot block (`block_loss`): the next id of a music position is a time, a
-duration or a note, and the constrained sampler only ever chooses inside that block, so the softmax
-over the block alone trains the same decisions at a fraction of the output-layer cost.
+The loss is computed inside the model's forward (`midilm.train.lm_loss.TrainingLM`), per slot block by
+default, normalised by the Trainer's target count over the accumulated and global batch: DDP, FSDP,
+DeepSpeed (configs in `configs/accelerate/`) and gradient accumulation see one ordinary forward.
 
-Any accelerate launch (DDP, FSDP, DeepSpeed; configs in `configs/accelerate/`) runs this unchanged.
+Defaults depend on the start: a small Llama from scratch (learning rate 1e-3, 1,024 ids), or a real LLM
+with `init_from` (a learning rate by its size, 2,048 ids, bf16 mixed precision on a GPU that has it);
+every resolved value is printed at start and each can be set explicitly. `dry_run` builds a random model
+of MIDI-LLM's exact shape, takes one training step, saves and reloads it, and reports its memory.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from midilm.codecs.amt import vocab as V
 from midilm.codecs.amt.lines import anticipate, split_instruments, split_spans, training_lines
-from midilm.models.vocab import MUSIC_ROWS, MusicLayout
+from midilm.models.vocab import MusicLayout
+from midilm.train.packing import IGNORE, PackedStream, SkipExample, collate_rows, iterable_dataset
+
+__all__ = ["T2MConfig", "Piece", "PackedStream", "SkipExample", "load_pieces", "make_caption", "sft_example",
+           "text_examples", "build_model", "resolve_defaults", "train_t2m", "dry_run", "loss_blocks", "block_loss"]
 
 
 @dataclass
@@ -39,12 +49,12 @@ class T2MConfig:
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 704
-    max_len: int = 1024
+    max_len: int | None = None  # None: 1,024 from scratch, 2,048 from a real LLM (resolve_defaults)
     stage1_steps: int = 200
     stage2_steps: int = 600
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 1e-3
+    lr: float | None = None  # None: 1e-3 from scratch, by model size from a real LLM (resolve_defaults)
     warmup_ratio: float = 0.03
     weight_decay: float = 0.01
     seed: int = 0
@@ -54,7 +64,8 @@ class T2MConfig:
     p_reassign: float = 0.25
     p_anticipate: float = 0.15
     block_loss: bool = True
-    bf16: bool = False
+    bf16: bool | None = None  # None: on for a real LLM on a GPU with bf16, else off
+    optim: str = "adamw_torch"  # any TrainingArguments optim; "sgd" has no optimizer state
     logging_steps: int = 10
     save_steps: int = 200
     resume: bool = False
@@ -71,6 +82,7 @@ class Piece:
     analysis: dict
     captions: list[str]
     source: str
+    qa: list[dict] = field(default_factory=list)  # the dataset's question-answer pairs (stage-1 text)
 
 
 def load_pieces(dataset_dir: str | Path, split: str = "train", limit: int | None = None) -> list[Piece]:
@@ -90,7 +102,8 @@ def load_pieces(dataset_dir: str | Path, split: str = "train", limit: int | None
         except MidilmError:
             continue
         analysis = {k: v for k, v in row.items() if k not in ("captions", "qa")}
-        pieces.append(Piece(events, analysis, list(row.get("captions") or []), row.get("source", "")))
+        pieces.append(Piece(events, analysis, list(row.get("captions") or []), row.get("source", ""),
+                            [q for q in row.get("qa") or [] if isinstance(q, dict)]))
         if limit and len(pieces) >= limit:
             break
     return pieces
@@ -109,17 +122,22 @@ def _window(events: list[int], rng: random.Random, budget: int) -> list[int]:
     return w.reshape(-1).tolist()
 
 
-def make_caption(analysis: dict, rng: random.Random, fallback: list[str]) -> str:
+def make_caption(analysis: dict, rng: random.Random) -> str:
+    """A caption written from the (possibly augmented) analysis; SkipExample when none can be written, so an
+    example never trains on an empty or stale caption (the stream counts and reports the skips)."""
     from midilm.annotate.captions import make_caption as caption_from_analysis
 
     try:
-        return caption_from_analysis(analysis, rng, rng.choice(["short", "medium", "medium", "long"]))
-    except Exception:  # an analysis the caption writer cannot use: keep a stored caption
-        return rng.choice(fallback) if fallback else ""
+        text = caption_from_analysis(analysis, rng, rng.choice(["short", "medium", "medium", "long"]))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise SkipExample(f"caption writer failed ({type(e).__name__})") from e
+    if not text or not text.strip():
+        raise SkipExample("caption writer gave an empty caption")
+    return text
 
 
 def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rng: random.Random):
-    """One stage-2 example: (ids, labels) with the prompt masked out of the loss."""
+    """One stage-2 example: (ids, labels) with the prompt and its closing flag masked out of the loss."""
     from midilm.train import augment as A
 
     events, analysis = list(piece.events), dict(piece.analysis)
@@ -132,10 +150,9 @@ def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rn
     if rng.random() < cfg.p_reassign:
         events, mapping = A.reassign_instruments(events, rng)
         analysis = A.reassign_analysis(analysis, mapping, events)
-    changed = analysis is not piece.analysis and analysis != piece.analysis
     caption = None
     if rng.random() >= cfg.caption_dropout:
-        caption = make_caption(analysis, rng, [] if changed else piece.captions)
+        caption = make_caption(analysis, rng)
     prompt = tokenizer(layout.prompt_text(caption), add_special_tokens=True)["input_ids"]
     flag = V.AUTOREGRESS
     music = _window(events, rng, cfg.max_len - len(prompt) - 1)
@@ -152,8 +169,9 @@ def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rn
         music = music[: cfg.max_len - len(prompt) - 1]
         music = music[: len(music) - len(music) % 3]
         flag = V.ANTICIPATE
-    ids = prompt + [layout.music_id(flag)] + [layout.music_id(t) for t in music]
-    labels = [-100] * len(prompt) + ids[len(prompt) :]
+    head = prompt + [layout.music_id(flag)]  # the flag says how the music follows: part of the prompt
+    ids = head + [layout.music_id(t) for t in music]
+    labels = [IGNORE] * len(head) + ids[len(head) :]
     return ids, labels
 
 
@@ -162,46 +180,46 @@ def text_examples(pieces: list[Piece], rng: random.Random) -> list[str]:
     texts = []
     for p in pieces:
         texts += p.captions
-        for qa in p.analysis.get("qa") or []:
-            if isinstance(qa, dict) and qa.get("question"):
+        for qa in p.qa:
+            if qa.get("question"):
                 texts.append(f"{qa['question']} {qa.get('answer', '')}")
     rng.shuffle(texts)
     return texts
 
 
-class PackedStream:
-    """An endless stream of packed rows {input_ids, labels} of length max_len from an example maker."""
+# --- model -----------------------------------------------------------------------------------------
 
-    def __init__(self, make_example, max_len: int, pad_id: int, seed: int):
-        self.make_example, self.max_len, self.pad_id, self.seed = make_example, max_len, pad_id, seed
-
-    def __iter__(self):
-        import torch
-
-        worker = torch.utils.data.get_worker_info()
-        rng = random.Random(self.seed + (worker.id if worker else 0))
-        ids: list[int] = []
-        labels: list[int] = []
-        while True:
-            x, y = self.make_example(rng)
-            ids += x
-            labels += y
-            while len(ids) >= self.max_len:
-                yield {"input_ids": torch.tensor(ids[: self.max_len]), "labels": torch.tensor(labels[: self.max_len])}
-                ids, labels = ids[self.max_len :], labels[self.max_len :]
+SCRATCH_LR, SCRATCH_LEN, LLM_LEN = 1e-3, 1024, 2048
+# Learning rate by the size of a real LLM that is expanded (our choice for continued pretraining plus
+# fine-tuning of all weights; smaller steps for larger models): (parameters up to, learning rate).
+LLM_LR = ((2e9, 2e-4), (1e10, 1e-4), (float("inf"), 5e-5))
 
 
-def _iterable(stream: PackedStream):
+def resolve_defaults(cfg: T2MConfig, n_params: int, bf16_available: bool) -> tuple[T2MConfig, list[str]]:
+    """Fill the settings left None by the start (scratch or `init_from`) and the model's size; the lines say
+    what was chosen and how to change it."""
+    lines = []
+    real = bool(cfg.init_from)
+    what = f"a {n_params / 1e9:.2f} B-parameter LLM" if real else "a small model from scratch"
+    changes = {}
+    if cfg.lr is None:
+        changes["lr"] = next(lr for bound, lr in LLM_LR if n_params <= bound) if real else SCRATCH_LR
+        lines.append(f"learning rate {changes['lr']:g} (default for {what}; --lr to change)")
+    if cfg.max_len is None:
+        changes["max_len"] = LLM_LEN if real else SCRATCH_LEN
+        lines.append(f"sequence length {changes['max_len']} (default for {what}; --max-len to change)")
+    if cfg.bf16 is None:
+        changes["bf16"] = real and bf16_available
+        why = "a real LLM on a GPU with bf16" if changes["bf16"] else (
+            "no GPU with bf16 here" if real else "a small model from scratch")
+        lines.append(f"bf16 mixed precision {'on' if changes['bf16'] else 'off'} ({why}; --bf16/--no-bf16 to change)")
+    return replace(cfg, **changes), lines
+
+
+def _bf16_available() -> bool:
     import torch
 
-    class _DS(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            return iter(stream)
-
-    return _DS()
-
-
-# --- model -----------------------------------------------------------------------------------------
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def build_model(cfg: T2MConfig, texts: list[str]):
@@ -215,7 +233,8 @@ def build_model(cfg: T2MConfig, texts: list[str]):
     torch.manual_seed(cfg.seed)
     if cfg.init_from:
         tokenizer = AutoTokenizer.from_pretrained(cfg.init_from, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, local_files_only=True, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, local_files_only=True, use_safetensors=True,
+                                                     dtype=torch.float32)  # fp32 master weights; bf16 by autocast
         layout = expand_vocabulary(model, len(tokenizer), init=cfg.init_scheme, seed=cfg.seed)
         return model, tokenizer, layout
     tokenizer = train_text_tokenizer(texts or ["music"], cfg.text_vocab)
@@ -223,81 +242,50 @@ def build_model(cfg: T2MConfig, texts: list[str]):
     config = LlamaConfig(
         vocab_size=layout.vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
-        max_position_embeddings=max(cfg.max_len, 2048), tie_word_embeddings=True,
+        max_position_embeddings=max(cfg.max_len or SCRATCH_LEN, 2048), tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0,
     )
     return LlamaForCausalLM(config), tokenizer, layout
 
 
-def loss_blocks(layout: MusicLayout) -> list[tuple[int, int]]:
-    """[lo, hi) id ranges whose softmax is taken separately: text, then each AMT block."""
-    o = layout.music_offset
-    return [(0, o), (o + V.TIME_OFFSET, o + V.DUR_OFFSET), (o + V.DUR_OFFSET, o + V.NOTE_OFFSET),
-            (o + V.NOTE_OFFSET, o + V.REST + 1), (o + V.ATIME_OFFSET, o + V.ADUR_OFFSET),
-            (o + V.ADUR_OFFSET, o + V.ANOTE_OFFSET), (o + V.ANOTE_OFFSET, o + V.SPECIAL_OFFSET),
-            (o + V.SPECIAL_OFFSET, o + MUSIC_ROWS)]
-
-
-def block_loss(hidden, weight, labels, blocks):
-    """Mean cross-entropy where each target competes only with the ids of its own block."""
-    import torch
-    import torch.nn.functional as F
-
-    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
-    y = labels[:, 1:].reshape(-1)
-    keep = y != -100
-    h, y = h[keep], y[keep]
-    total = h.new_zeros((), dtype=torch.float32)
-    for lo, hi in blocks:
-        m = (y >= lo) & (y < hi)
-        if m.any():
-            logits = h[m] @ weight[lo:hi].T
-            total = total + F.cross_entropy(logits.float(), y[m] - lo, reduction="sum")
-    return total / max(int(keep.sum()), 1)
-
-
-def _trainer_class(layout: MusicLayout, use_block_loss: bool):
-    from transformers import Trainer
-
-    blocks = loss_blocks(layout)
-
-    class T2MTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not use_block_loss:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            inner = model.module if hasattr(model, "module") else model
-            out = inner.get_decoder()(input_ids=inputs["input_ids"])
-            loss = block_loss(out.last_hidden_state, inner.get_output_embeddings().weight, inputs["labels"], blocks)
-            return (loss, out) if return_outputs else loss
-
-    return T2MTrainer
-
-
-def _collate(rows):
-    import torch
-
-    return {key: torch.stack([r[key] for r in rows]) for key in ("input_ids", "labels")}
-
-
-def run_stage(model, stream: PackedStream, cfg: T2MConfig, layout: MusicLayout, out_dir: Path, steps: int,
-              name: str) -> list[dict]:
+def training_args(cfg: T2MConfig, output_dir: Path, steps: int, **overrides):
+    """The TrainingArguments of one stage."""
     import torch
     from transformers import TrainingArguments
 
-    args = TrainingArguments(
-        output_dir=str(out_dir / f"checkpoints-{name}"), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
+    values = dict(
+        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_steps=int(cfg.warmup_ratio * steps),
         lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps, save_total_limit=2, bf16=cfg.bf16, report_to=[],
+        save_steps=cfg.save_steps, save_total_limit=2, bf16=bool(cfg.bf16), optim=cfg.optim, report_to=[],
         seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
     )
-    trainer = _trainer_class(layout, cfg.block_loss)(model=model, args=args, train_dataset=_iterable(stream),
-                                                      data_collator=_collate)
-    resume = cfg.resume and any((out_dir / f"checkpoints-{name}").glob("checkpoint-*"))
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def make_trainer(model, stream: PackedStream, layout: MusicLayout, args, use_block_loss: bool = True, **kwargs):
+    """A T2MTrainer whose model computes its loss in its own forward (per block or over the vocabulary)."""
+    from midilm.train.lm_loss import T2MTrainer, TrainingLM
+
+    wrapped = model if isinstance(model, TrainingLM) else TrainingLM(
+        model, loss_blocks(layout) if use_block_loss else None)
+    return T2MTrainer(model=wrapped, args=args, train_dataset=iterable_dataset(stream), data_collator=collate_rows,
+                      **kwargs)
+
+
+def run_stage(model, stream: PackedStream, cfg: T2MConfig, layout: MusicLayout, out_dir: Path, steps: int,
+              name: str):
+    """Train one stage; returns (the trainer, its log history tagged with the stage)."""
+    ckpt = out_dir / f"checkpoints-{name}"
+    trainer = make_trainer(model, stream, layout, training_args(cfg, ckpt, steps), cfg.block_loss)
+    resume = cfg.resume and any(ckpt.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
-    return [dict(h, stage=name) for h in trainer.state.log_history]
+    if stream.skipped:
+        print(f"{name}: skipped examples: {dict(stream.skipped)}", file=sys.stderr)
+    return trainer, [dict(h, stage=name) for h in trainer.state.log_history]
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
@@ -324,42 +312,227 @@ def plot_losses(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0  # set by torchrun / accelerate launch for every process
+
+
 def train_t2m(cfg: T2MConfig) -> Path:
     """Run both stages and save a loadable model directory at `cfg.output`."""
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    main = _is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(cfg.seed)
     pieces = load_pieces(cfg.data, "train", cfg.max_pieces)
     if not pieces:
         raise ValueError(f"no training pieces in {cfg.data}")
     texts = text_examples(pieces, rng)
     model, tokenizer, layout = build_model(cfg, texts)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    cfg, lines = resolve_defaults(cfg, sum(p.numel() for p in model.parameters()), _bf16_available())
+    if main:
+        for line in lines:
+            print(f"midilm train t2m: {line}", file=sys.stderr)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     history: list[dict] = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainer = None
 
     if cfg.stage1_steps:
-        lines = [[layout.music_id(t) for t in line] for line in training_lines(p.events for p in pieces)]
+        lines_ids = [[layout.music_id(t) for t in line] for line in training_lines(p.events for p in pieces)]
 
         def stage1_example(r: random.Random):
-            if lines and r.random() < 0.6:
-                line = r.choice(lines)[: cfg.max_len]
+            if lines_ids and r.random() < 0.6:
+                line = r.choice(lines_ids)[: cfg.max_len]
                 return line, list(line)
             ids = tokenizer(r.choice(texts) if texts else "music", add_special_tokens=True)["input_ids"]
             ids = ids + [tokenizer.eos_token_id]
             return ids, list(ids)
 
-        history += run_stage(model, PackedStream(stage1_example, cfg.max_len, pad, cfg.seed), cfg, layout, out,
-                             cfg.stage1_steps, "stage1")
+        trainer, h = run_stage(model, PackedStream(stage1_example, cfg.max_len, pad, cfg.seed), cfg, layout, out,
+                               cfg.stage1_steps, "stage1")
+        history += h
     if cfg.stage2_steps:
-        history += run_stage(
+        trainer, h = run_stage(
             model, PackedStream(lambda r: sft_example(r.choice(pieces), layout, tokenizer, cfg, r), cfg.max_len, pad,
                                 cfg.seed + 1), cfg, layout, out, cfg.stage2_steps, "stage2")
+        history += h
 
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    layout.save(out)
-    (out / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")
-    plot_losses(history, out / "loss.png")
+    if trainer is not None:
+        trainer.save_model(str(out))  # gathers sharded (FSDP) weights; writes on the main process only
+    elif main:
+        model.save_pretrained(out, safe_serialization=True)
+    if main:
+        tokenizer.save_pretrained(out)
+        layout.save(out)
+        (out / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")
+        plot_losses(history, out / "loss.png")
     return out
 
+
+# --- a dry run at MIDI-LLM's real shape ------------------------------------------------------------
+
+# Llama-3.2-1B's configuration (MIDI-LLM's base) with MIDI-LLM's merged vocabulary.
+LLAMA_3_2_1B = dict(
+    hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+    head_dim=64, rms_norm_eps=1e-5, max_position_embeddings=131072, tie_word_embeddings=True,
+    rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    bos_token_id=128000, eos_token_id=128001,
+)
+
+
+def real_shape_config():
+    """A LlamaConfig of MIDI-LLM's released checkpoint (Llama-3.2-1B, 183,286 rows)."""
+    from transformers import LlamaConfig
+
+    from midilm.codecs.amt.vocab import MIDI_LLM_VOCAB
+
+    return LlamaConfig(vocab_size=MIDI_LLM_VOCAB, **LLAMA_3_2_1B)
+
+
+def count_params(config) -> int:
+    """Parameters of a Llama configuration (tied or not), without building it."""
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    hd = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    attn = h * config.num_attention_heads * hd * 2 + h * config.num_key_value_heads * hd * 2
+    per_layer = attn + 3 * h * i + 2 * h
+    embed = config.vocab_size * h
+    return embed * (1 if config.tie_word_embeddings else 2) + n * per_layer + h
+
+
+def memory_estimate(config, seq_len: int) -> list[str]:
+    """What training this configuration needs, as lines (fp32 master weights, as the Trainer keeps them)."""
+    n = count_params(config)
+    gb = 1e9
+    act = 34 * seq_len * config.hidden_size * config.num_hidden_layers  # bf16 activations, flash attention
+    return [
+        f"parameters {n / 1e9:.3f} B (vocabulary {config.vocab_size:,} x {config.hidden_size:,}, "
+        f"{'tied' if config.tie_word_embeddings else 'untied'})",
+        f"fp32 weights {4 * n / gb:.1f} GB + gradients {4 * n / gb:.1f} GB + AdamW moments {8 * n / gb:.1f} GB = "
+        f"{16 * n / gb:.1f} GB before activations (bf16 autocast keeps fp32 master weights: the same)",
+        f"activations about {act / gb:.1f} GB per {seq_len:,}-id sequence (bf16, flash attention; "
+        "more without it); the per-block loss never builds the full 183,286-wide logits",
+        f"with --optim sgd (no optimizer state, as this dry run on a CPU uses): {8 * n / gb:.1f} GB before activations",
+    ]
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
+
+
+def dry_run(output: str | None = None, seq_len: int = 64, steps: int = 1, optim: str = "sgd",
+            bf16: bool | None = None, seed: int = 0) -> dict:
+    """Build a random-weight model of MIDI-LLM's exact shape, train `steps` steps on `seq_len`-id packed
+    examples through the same trainer as `train_t2m`, save it, reload it and check the trained weights came
+    back; prints the memory estimate and the measured peak RSS. Writes to `output` or a temporary folder
+    (removed afterwards)."""
+    import gc
+    import shutil
+    import tempfile
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from midilm.codecs.amt.encode import encode_midi
+    from midilm.codecs.amt.vocab import LLAMA3_TEXT_VOCAB
+    from midilm.music.examples import example_piece
+    from midilm.music.midi_io import midi_bytes
+
+    def say(line: str) -> None:
+        print(f"dry run: {line}", file=sys.stderr, flush=True)
+
+    config = real_shape_config()
+    layout = MusicLayout(LLAMA3_TEXT_VOCAB)
+    for line in memory_estimate(config, LLM_LEN):
+        say(line)
+    bf16 = _bf16_available() if bf16 is None else bf16
+    temp = output is None
+    out = Path(tempfile.mkdtemp(prefix="midilm-dry-run-")) if temp else Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"params": count_params(config)}
+    try:
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        report["build_seconds"] = round(time.perf_counter() - t0, 1)
+        say(f"built a random-weight model in {report['build_seconds']} s "
+            f"({sum(p.numel() for p in model.parameters()):,} parameters)")
+        events = encode_midi(midi_bytes(example_piece()))
+
+        def example(r: random.Random):
+            prompt = [128000] + [r.randrange(1000, 120000) for _ in range(max(seq_len // 8, 2))]
+            head = prompt + [layout.music_id(V.AUTOREGRESS)]
+            music = _window(events, r, seq_len - len(head))
+            ids = head + [layout.music_id(t) for t in music]
+            return ids, [IGNORE] * len(head) + ids[len(head):]
+
+        cfg = T2MConfig(data="", output=str(out), lr=1e-4, max_len=seq_len, batch_size=1, bf16=bf16, optim=optim,
+                        seed=seed, logging_steps=1, save_steps=10**9)
+        probe = model.model.layers[0].self_attn.q_proj.weight
+        before = probe[:4, :8].detach().clone()
+        args = training_args(cfg, out / "checkpoints", steps, save_strategy="no", warmup_steps=0,
+                             lr_scheduler_type="constant", disable_tqdm=True)
+        trainer = make_trainer(model, PackedStream(example, seq_len, 0, seed), layout, args)
+        t0 = time.perf_counter()
+        trainer.train()
+        report["step_seconds"] = round((time.perf_counter() - t0) / steps, 1)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        report["loss"] = losses[-1] if losses else None
+        after = probe[:4, :8].detach().clone()
+        if torch.equal(before, after):
+            raise RuntimeError("the training step left the weights unchanged")
+        say(f"{steps} training step(s) of {seq_len} ids ({optim}, bf16 {'on' if bf16 else 'off'}): "
+            f"{report['step_seconds']} s a step, loss {report['loss']}")
+        t0 = time.perf_counter()
+        trainer.save_model(str(out))
+        layout.save(out)
+        report["save_seconds"] = round(time.perf_counter() - t0, 1)
+        del trainer, model, probe
+        gc.collect()
+        t0 = time.perf_counter()
+        again = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, use_safetensors=True,
+                                                     dtype=torch.float32)
+        report["load_seconds"] = round(time.perf_counter() - t0, 1)
+        if not torch.equal(again.model.layers[0].self_attn.q_proj.weight[:4, :8], after):
+            raise RuntimeError("the reloaded weights differ from the trained ones")
+        if again.config.vocab_size != config.vocab_size:
+            raise RuntimeError(f"reloaded vocabulary {again.config.vocab_size}, expected {config.vocab_size}")
+        say(f"saved in {report['save_seconds']} s and reloaded in {report['load_seconds']} s: trained weights "
+            f"identical, vocabulary {again.config.vocab_size:,}")
+        del again
+        report["peak_rss_gb"] = round(_peak_rss_gb(), 1)
+        say(f"peak resident memory of this process: {report['peak_rss_gb']} GB")
+    finally:
+        if temp:
+            shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+def loss_blocks(layout: MusicLayout) -> list[tuple[int, int]]:
+    from midilm.train.lm_loss import loss_blocks as blocks
+
+    return blocks(layout)
+
+
+def block_loss(hidden, weight, labels, blocks):
+    from midilm.train.lm_loss import block_loss as loss
+
+    return loss(hidden, weight, labels, blocks)
+
+
+def _trainer_class(layout: MusicLayout, use_block_loss: bool):
+    """Deprecated alias kept for benchmarks/compare_init.py until it uses make_trainer: a T2MTrainer factory
+    that wraps a bare LM with this layout's loss."""
+    from functools import partial
+
+    from midilm.train.lm_loss import T2MTrainer
+
+    return partial(T2MTrainer, blocks=loss_blocks(layout) if use_block_loss else None)
+
+
+_collate, _iterable = collate_rows, iterable_dataset  # deprecated aliases (benchmarks/compare_init.py)

@@ -80,3 +80,82 @@ def test_tokenize_lines_writes_training_lines(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = out.read_text().splitlines()
     assert lines and all(len(x.split()) == 1024 for x in lines)
+
+
+# --- describe / ask / chat: --model analysis and --device ------------------------------------------------
+
+
+def _sentences(text: str) -> list[str]:
+    import re
+
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def test_describe_and_ask_from_the_analysis_of_the_example(tmp_path):
+    example = tmp_path / "ex.mid"
+    assert run("example", "-o", str(example)).returncode == 0
+    r = run("describe", str(example), "--model", "analysis")
+    assert r.returncode == 0, r.stderr
+    caption = r.stdout.strip()
+    assert 2 <= len(_sentences(caption)) <= 4 and len(caption.split()) >= 25, caption
+    # the example's facts (midilm analyze): key, meter, tempo, instruments, texture, dynamics
+    for fact in ("in C major", "4/4 time", "about 100 bpm", "drums, piano and electric bass", "homophonic",
+                 "moderately loud"):
+        assert fact in caption, (fact, caption)
+    r = run("ask", str(example), "What key is this piece in?", "--model", "analysis")
+    assert r.returncode == 0 and "C major" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "chat", str(example), "--model", "analysis"],
+                       input="What instruments play?\nWhat is the time signature?\n", capture_output=True,
+                       text=True, timeout=120)
+    answers = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and len(answers) == 2, r.stdout + r.stderr
+    assert "piano" in answers[0].lower() and "4/4" in answers[1]
+
+
+@pytest.mark.parametrize("parts", [
+    ("pop909", "POP909", "010", "010.mid"),  # held-out pop song (piano arrangement)
+    ("nottingham", "MIDI", "jigs112.mid"),  # a jig in 6/8
+    ("fixtures", "MIDIs_multitrack", "Aicha.mid"),  # a band arrangement with drums and a key change
+])
+def test_describe_from_the_analysis_states_only_the_analysis_facts(parts):
+    """Every fact the caption states agrees with `midilm analyze` of the same file (the evaluation's
+    per-fact check, `answer_is_correct`), in 2-4 sentences."""
+    from midilm.annotate.questions import answer_is_correct
+
+    path = shared_path(*parts)
+    r = run("describe", str(path), "--model", "analysis")
+    assert r.returncode == 0, r.stderr
+    caption = r.stdout.strip()
+    analysis = json.loads(run("analyze", str(path), "--json").stdout)
+    assert 2 <= len(_sentences(caption)) <= 4 and len(caption.split()) >= 25, caption
+    for qtype, field in (("key", "key"), ("mode", "mode"), ("tempo", "bpm"), ("meter", "time_signature"),
+                         ("instruments", "instruments"), ("texture", "texture"), ("dynamics", "dynamics"),
+                         ("duration", "duration")):
+        assert analysis.get(field), (field, analysis)
+        assert answer_is_correct(qtype, caption, analysis), (qtype, analysis.get(field), caption)
+
+
+def test_understanding_device_cpu_works_and_an_absent_device_is_one_line(tmp_path):
+    import torch
+
+    example = tmp_path / "ex.mid"
+    run("example", "-o", str(example))
+    r = run("describe", str(example), "--device", "cpu")
+    if "model directory not found" in r.stderr:
+        pytest.skip("the shipped understanding model is not in this install")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the absent-device case needs one without")
+    for command in (("describe", str(example)), ("ask", str(example), "What key?")):
+        r = run(*command, "--device", "cuda")
+        assert r.returncode == 1 and r.stdout == "", r.stdout
+        assert r.stderr.startswith("midilm: error: --device cuda: this machine has no cuda device")
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = run("describe", str(example), "--device", "nonsense")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "not a device name" in r.stderr
+
+
+def test_describe_from_the_analysis_of_a_bad_file_is_one_line():
+    bad = shared_path("fixtures", "MIDIs_corrupted", "ValueError_Control168.mid")
+    r = run("describe", str(bad), "--model", "analysis")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "ValueError_Control168" in r.stderr

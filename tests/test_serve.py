@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 48  # the test server's limit keeps every fuzzed generation short
 MAX_SAMPLES = 2
 SERVER_ARGS = ("--max-tokens", str(MAX_TOKENS), "--max-samples", str(MAX_SAMPLES), "--timeout", "60",
-               "--queue-size", "64")
+               "--queue-size", "64", "--device", "cpu")
 # the shipped understanding model is used; this names another one (a candidate before it ships)
 if os.environ.get("MIDILM_TEST_UNDERSTANDING_MODEL"):
     SERVER_ARGS += ("--understanding-model", os.environ["MIDILM_TEST_UNDERSTANDING_MODEL"])
@@ -116,6 +116,16 @@ def test_health_models_and_limits(client):
     assert client.get("/static/studio.js").status_code == 200
 
 
+def test_models_say_where_they_run(client):
+    """`--device cpu` (the test server's) reaches every model, and the analysis answerer is always listed."""
+    models = client.get("/v1/models").json()["models"]
+    assert next(m for m in models if m["task"] == "text-to-midi")["device"] == "cpu"
+    understanding = [m for m in models if m["task"] == "understanding"]
+    assert understanding[-1] == {"id": "analysis", "task": "understanding", "available": True, "device": "cpu"}
+    if understanding[0]["available"]:
+        assert understanding[0]["device"] == "cpu"
+
+
 # --- text to MIDI ---
 
 
@@ -191,6 +201,27 @@ def test_describe_and_ask(client, understanding):
     r = client.post("/v1/ask", files=files, data={"question": "What key is this in?", "history": history})
     assert r.status_code == 200, r.text
     assert r.json()["answer"].strip() and r.json()["question"] == "What key is this in?"
+
+
+def test_describe_and_ask_from_the_analysis(client):
+    """`model=analysis` answers from the analysis of the notes, with or without an understanding model."""
+    from midilm.annotate.analyze import analyze_piece
+    from midilm.annotate.questions import answer_is_correct
+
+    path = shared_path("pop909", "POP909", "020", "020.mid")
+    files = {"file": (path.name, path.read_bytes(), "audio/midi")}
+    analysis = analyze_piece(read_midi(path))
+    r = client.post("/v1/describe", files=files, data={"model": "analysis"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "analysis" and len(body["caption"].split()) >= 25
+    for qtype in ("key", "tempo", "meter", "instruments", "texture", "dynamics"):
+        assert answer_is_correct(qtype, body["caption"], analysis), (qtype, body["caption"])
+    r = client.post("/v1/ask", files=files, data={"model": "analysis", "question": "What key is this piece in?"})
+    assert r.status_code == 200 and r.json()["model"] == "analysis", r.text
+    assert answer_is_correct("key", r.json()["answer"], analysis), r.json()["answer"]
+    r = client.post("/v1/ask", files=files, data={"model": "gpt-5", "question": "What key is this piece in?"})
+    assert r.status_code == 422 and "model" in r.json()["detail"]
 
 
 def test_analyze_matches_the_library(client):
@@ -373,6 +404,15 @@ def test_cli_errors_are_one_line():
     assert r.returncode == 2 and "port must be 0-65535" in r.stderr
     import importlib.util
 
+    import torch
+
+    if not torch.cuda.is_available():  # a device the machine lacks: one line, before anything loads
+        for flag in ("--device", "--understanding-device"):
+            r = subprocess.run([sys.executable, "-m", "midilm.cli", "serve", "--port", "0", flag, "cuda:0"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1, r.stderr
+            assert r.stderr.startswith(f"midilm: error: {flag} cuda:0: this machine has no cuda device")
+            assert len(r.stderr.strip().splitlines()) == 1
     if importlib.util.find_spec("vllm") is None:  # CPU machines: the vLLM backend says what it needs
         r = subprocess.run([sys.executable, "-m", "midilm.cli", "serve", "--port", "0", "--backend", "vllm"],
                            capture_output=True, text=True, timeout=60)

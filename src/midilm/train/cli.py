@@ -41,8 +41,8 @@ def register(sub) -> None:
     for name in ("text_vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "max_len", "stage1_steps",
                  "stage2_steps", "batch_size", "grad_accum", "seed", "logging_steps", "save_steps", "max_pieces"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(defaults, name))
-    for name in ("lr", "warmup_ratio", "weight_decay", "caption_dropout", "p_transpose", "p_tempo", "p_reassign",
-                 "p_anticipate"):
+    for name in ("lr", "warmup_ratio", "weight_decay", "max_grad_norm", "caption_dropout", "p_transpose", "p_tempo",
+                 "p_reassign", "p_anticipate"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(defaults, name))
     q.add_argument("--full-softmax", dest="block_loss", action="store_false",
                    help="softmax over the whole vocabulary instead of the slot's block")

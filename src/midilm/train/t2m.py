@@ -57,6 +57,7 @@ class T2MConfig:
     lr: float | None = None  # None: 1e-3 from scratch, by model size from a real LLM (resolve_defaults)
     warmup_ratio: float = 0.03
     weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # 0: no clipping
     seed: int = 0
     caption_dropout: float = 0.1
     p_transpose: float = 0.5
@@ -257,8 +258,9 @@ def training_args(cfg: T2MConfig, output_dir: Path, steps: int, **overrides):
     values = dict(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, warmup_steps=int(cfg.warmup_ratio * steps),
-        lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps, save_total_limit=2, bf16=bool(cfg.bf16), optim=cfg.optim, report_to=[],
+        lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2, bf16=bool(cfg.bf16),
+        optim=cfg.optim, report_to=[],
         seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False,
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
     )

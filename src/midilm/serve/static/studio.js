@@ -631,12 +631,21 @@ function showAnalysis(file, data) {
   }
 }
 
+// "" asks the server's understanding model, "analysis" answers from the analysis of the notes
+function understandingForm(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const source = $("#caption-source").value;
+  if (source) form.append("model", source);
+  return form;
+}
+
 async function describe(file) {
   const cap = $("#caption");
   cap.textContent = "Writing a caption…";
+  cap.classList.remove("ready");
   try {
-    const form = new FormData();
-    form.append("file", file, file.name);
+    const form = understandingForm(file);
     const res = await api("/v1/describe", { method: "POST", body: form });
     const data = await res.json();
     if (state.analysisFile !== file) return;
@@ -665,8 +674,7 @@ async function ask(question) {
   const button = $("#ask");
   setBusy(button, true);
   try {
-    const form = new FormData();
-    form.append("file", file, file.name);
+    const form = understandingForm(file);
     form.append("question", question);
     form.append("history", JSON.stringify(state.chat.slice(-(state.limits ? state.limits.max_history_turns : 20))));
     const res = await api("/v1/ask", { method: "POST", body: form });
@@ -699,6 +707,10 @@ async function loadServerInfo() {
     chip.textContent = t2m && t2m.available ? `${t2m.id}${und && und.available ? " · understanding" : ""}` : "no model loaded";
     chip.className = `chip ${t2m && t2m.available ? "ok" : "bad"}`;
     chip.title = und && !und.available ? `Understanding model: ${und.reason}` : "Ready";
+    if (!(und && und.available)) {  // captions and answers still come from the analysis
+      $("#caption-source").value = "analysis";
+      $("#caption-source option[value='']").disabled = true;
+    }
     const maxTok = Math.min(models.limits.max_tokens, 4095);
     $("#max-tokens").max = String(maxTok - (maxTok % 3));
     if (Number($("#max-tokens").value) > maxTok) setRange("max-tokens", maxTok - (maxTok % 3));
@@ -769,6 +781,9 @@ function wire() {
     ev.preventDefault();
     const file = ev.dataTransfer && ev.dataTransfer.files[0];
     if (file) { selectTab("analyze"); analyzeFile(file); }
+  });
+  $("#caption-source").addEventListener("change", () => {
+    if (state.analysisFile) describe(state.analysisFile);
   });
   $("#chat-form").addEventListener("submit", (ev) => {
     ev.preventDefault();

@@ -63,7 +63,7 @@ def _load_understanding(args) -> tuple[object | None, str | None, str | None]:
             raise ServeError(f"cannot load the understanding model: {e}") from None
         return None, None, "this install has no midilm.understand"
     try:
-        model = load_understanding_model(explicit, device=args.understanding_device)
+        model = load_understanding_model(explicit, device=args.understanding_device or "cpu")
     except Exception as e:  # the shipped default may be absent in this install: serve without it
         if explicit:
             raise ServeError(f"cannot load the understanding model {explicit}: {e}") from None

@@ -24,7 +24,7 @@ def _load(args):
 
     device = check_device(args.device)  # before loading: an unavailable device is one line at once
     torch.set_num_threads(args.threads)
-    return load_understanding_model(args.model, device=device)
+    return load_understanding_model(args.model, device=device or "cpu")
 
 
 def _piece(path: str):

@@ -489,3 +489,20 @@ def test_build_writes_a_stable_validation_split(tmp_path):
     again = ds.build_dataset([list(reversed(chosen))], tmp_path / "again", workers=1, progress=False)
     assert again["sources"] == summary["sources"]
     assert "## Validation split" in (tmp_path / "out" / "README.md").read_text()
+
+
+@needs_annotators
+def test_pack_for_training_keeps_pieces_and_their_events(tmp_path):
+    from midilm.codecs.amt.encode import encode_midi
+
+    notts = shared_path("nottingham")
+    items = list(S.nottingham(notts))[1:4]
+    ds.build_dataset([items], tmp_path / "out", workers=1, progress=False)
+    packed = ds.pack_for_training(tmp_path / "out", tmp_path / "packed", splits=("train",), progress=False)
+    rows = ds.load_rows(tmp_path / "packed", "train")
+    full = [r for r in ds.load_rows(tmp_path / "out", "train") if r["unit"] == "piece"]
+    assert packed["pieces"]["train"] == len(rows) == len(full) > 0
+    assert all(r["unit"] == "piece" and r["captions"] for r in rows)
+    for r in rows:
+        assert r["events"] == encode_midi(r["path"])  # uint16 holds every AMT id exactly
+    assert isinstance(rows[0]["chords"], list)  # JSON columns decode as in the full dataset

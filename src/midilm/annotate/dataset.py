@@ -680,3 +680,43 @@ def load_rows(out_dir: str | Path, split: str = "train") -> list[dict]:
                 row[c] = json.loads(row[c])
     return rows
 
+
+
+def pack_for_training(dataset_dir: str | Path, out_dir: str | Path, splits: Iterable[str] = ("train", "validation"),
+                      progress: bool = True) -> dict:
+    """A compact, self-contained copy of a dataset for training on another machine: the piece rows of
+    `splits` with their AMT events in a list<uint16> column `events` (every AMT id is below 2**16), so no
+    MIDI file is needed there; clip rows are left out (the recipe trains on whole pieces). Writes
+    `<split>.parquet` (zstd) and a `summary.json` that `load_rows` reads. Returns the summary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from midilm.codecs.amt.encode import encode_midi
+    from midilm.errors import MidilmError
+
+    src, out = Path(dataset_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
+    packed: dict = {"packed_from": str(src), "json_columns": summary.get("json_columns", []), "data_files": {},
+                    "pieces": {}, "events": {}, "skipped": {}}
+    for split in splits:
+        table = pq.read_table(src / f"{split}.parquet")
+        table = table.filter(pa.compute.equal(table["unit"], "piece"))
+        events, keep = [], []
+        n_rows = table.num_rows
+        for i, path in enumerate(tqdm(table["path"].to_pylist(), desc=f"packing {split}", disable=not progress)):
+            try:
+                ids = encode_midi(path)
+            except (MidilmError, OSError):
+                continue
+            events.append(ids)
+            keep.append(i)
+        table = table.take(pa.array(keep, pa.int64())).append_column("events", pa.array(events, pa.list_(pa.uint16())))
+        pq.write_table(table, out / f"{split}.parquet", compression="zstd")
+        packed["data_files"][split] = str(out / f"{split}.parquet")
+        packed["pieces"][split] = len(keep)
+        packed["events"][split] = sum(len(e) for e in events) // 3
+        packed["skipped"][split] = n_rows - len(keep)  # files that no longer read
+    (out / "summary.json").write_text(json.dumps(packed, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return packed

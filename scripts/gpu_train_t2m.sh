@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The CPU recipe of docs/t2m_training.md as one command for a GPU machine (one H200: minutes).
+#
+#   scripts/gpu_train_t2m.sh [PACKED_DIR] [OUT_DIR]
+#
+# PACKED_DIR holds the training data packed compactly: the piece rows of the train and validation splits
+# with their AMT ids as uint16 (`midilm.annotate.dataset.pack_for_training`; about 10-20 MB for the
+# dataset of docs/t2m_training.md), so the GPU machine needs no MIDI files and no ../shared. When it does
+# not exist yet and DATASET names a dataset built by `midilm dataset build`, it is packed first:
+#
+#   DATASET=/work/runs/dataset scripts/gpu_train_t2m.sh runs/t2m-packed runs/t2m-gpu
+#
+# Same model, initialisation, data and augmentations as the CPU long run; larger batches, bf16, more
+# steps. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
+# INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN). Afterwards it prints the validation loss of the result
+# next to the shipped model's on the same packed validation rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACKED=${1:-runs/t2m-packed}
+OUT=${2:-runs/t2m-gpu}
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+if [ ! -f "$PACKED/train.parquet" ]; then
+  if [ -z "${DATASET:-}" ]; then
+    echo "gpu_train_t2m.sh: no $PACKED/train.parquet; set DATASET=<dataset dir> to pack it first" >&2
+    exit 2
+  fi
+  "$PY" -c "import sys; from midilm.annotate.dataset import pack_for_training as p; print(p(sys.argv[1], sys.argv[2]))" \
+    "$DATASET" "$PACKED"
+fi
+
+export PACKED OUT
+export HIDDEN=${HIDDEN:-256} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} KV_HEADS=${KV_HEADS:-2} INTER=${INTER:-704}
+export INIT=${INIT:-structured} STAGE1=${STAGE1:-300} STAGE2=${STAGE2:-3000} BATCH=${BATCH:-32}
+export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024}
+
+"$PY" - <<'EOF'
+"""Train from the packed rows: a text-only Llama (random, BPE on the training captions) is expanded with
+the AMT rows by INIT, then both stages of midilm.train.t2m run as on the CPU."""
+import os
+from pathlib import Path
+
+import torch
+
+from midilm.annotate.dataset import load_rows
+from midilm.train import t2m
+
+packed, out = Path(os.environ["PACKED"]), Path(os.environ["OUT"])
+
+
+def load_packed(dataset_dir, split="train", limit=None):
+    """t2m.load_pieces for packed rows: the AMT ids come from the `events` column, not from MIDI files."""
+    pieces = []
+    for row in load_rows(dataset_dir, split):
+        analysis = {k: v for k, v in row.items() if k not in ("captions", "qa", "events")}
+        pieces.append(t2m.Piece([int(x) for x in row["events"]], analysis, list(row.get("captions") or []),
+                                row.get("source", ""), [q for q in row.get("qa") or [] if isinstance(q, dict)]))
+        if limit and len(pieces) >= limit:
+            break
+    return pieces
+
+
+# until t2m.load_pieces reads an `events` column itself (requested of train/'s owner)
+t2m.load_pieces = load_packed
+
+base = out / "text-base"
+if not (base / "config.json").exists():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from midilm.models.tokenizer import train_text_tokenizer
+
+    texts = [c for r in load_rows(packed, "train") for c in (r.get("captions") or [])]
+    tok = train_text_tokenizer(texts, 2048)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=int(os.environ["HIDDEN"]),
+                      intermediate_size=int(os.environ["INTER"]), num_hidden_layers=int(os.environ["LAYERS"]),
+                      num_attention_heads=int(os.environ["HEADS"]), num_key_value_heads=int(os.environ["KV_HEADS"]),
+                      max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, rope_theta=10000.0)
+    LlamaForCausalLM(cfg).save_pretrained(base, safe_serialization=True)
+    tok.save_pretrained(base)
+
+config = t2m.T2MConfig(
+    data=str(packed), output=str(out / "model"), init_from=str(base), init_scheme=os.environ["INIT"],
+    max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ["STAGE1"]), stage2_steps=int(os.environ["STAGE2"]),
+    batch_size=int(os.environ["BATCH"]), lr=float(os.environ["LR"]), bf16=torch.cuda.is_available(),
+    logging_steps=20, save_steps=500, resume=True)
+model_dir = t2m.train_t2m(config)
+print(f"model: {model_dir}")
+EOF
+
+"$PY" benchmarks/validation_loss.py --data "$PACKED" --models "$OUT/model" src/midilm/data/models/midilm-t2m-tiny

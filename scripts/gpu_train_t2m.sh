@@ -12,7 +12,8 @@
 #
 # Same model, initialisation, data and augmentations as the CPU long run; larger batches, bf16, more
 # steps. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
-# INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN). Afterwards it prints the validation loss of the result
+# INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS). It resumes from the last checkpoint
+# in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it prints the validation loss of the result
 # next to the shipped model's on the same packed validation rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ fi
 export PACKED OUT
 export HIDDEN=${HIDDEN:-256} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} KV_HEADS=${KV_HEADS:-2} INTER=${INTER:-704}
 export INIT=${INIT:-structured} STAGE1=${STAGE1:-300} STAGE2=${STAGE2:-3000} BATCH=${BATCH:-32}
-export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024}
+export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024} SAVE_STEPS=${SAVE_STEPS:-500} LOG_STEPS=${LOG_STEPS:-20}
 
 "$PY" - <<'EOF'
 """Train from the packed rows: a text-only Llama (random, BPE on the training captions) is expanded with
@@ -84,7 +85,7 @@ config = t2m.T2MConfig(
     data=str(packed), output=str(out / "model"), init_from=str(base), init_scheme=os.environ["INIT"],
     max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ["STAGE1"]), stage2_steps=int(os.environ["STAGE2"]),
     batch_size=int(os.environ["BATCH"]), lr=float(os.environ["LR"]), bf16=torch.cuda.is_available(),
-    logging_steps=20, save_steps=500, resume=True)
+    logging_steps=int(os.environ["LOG_STEPS"]), save_steps=int(os.environ["SAVE_STEPS"]), resume=True)
 model_dir = t2m.train_t2m(config)
 print(f"model: {model_dir}")
 EOF

@@ -439,6 +439,20 @@ def convert_music21(corpus_path: str, number: str | None, dest: str | Path, time
     return dest
 
 
+def _drop_repeats(score) -> None:
+    from music21 import bar, repeat
+
+    for container in score.recurse(streamsOnly=True, includeSelf=True):
+        for el in list(container.getElementsByClass((bar.Repeat, repeat.RepeatExpression))):
+            if isinstance(el, bar.Repeat):
+                if getattr(container, "leftBarline", None) is el:
+                    container.leftBarline = None
+                if getattr(container, "rightBarline", None) is el:
+                    container.rightBarline = bar.Barline("regular")
+            else:
+                container.remove(el)
+
+
 def _unshare_time_signatures(score) -> None:
     """music21's ABC reader shares one TimeSignature object between measures (meter changes in Essen
     tunes), which its MIDI writer then refuses to insert twice; copies fix that."""
@@ -471,8 +485,11 @@ def _write_midi(score, dest: Path) -> None:
     try:
         try:
             score.write("midi", fp=tmp)
-        except Exception:
+        except Exception as e:
             _unshare_time_signatures(score)
+            if type(e).__name__ == "ExpanderException":
+                # badly formed repeats (some OpenScore quartets): play the written bars once, in order
+                _drop_repeats(score)
             score.write("midi", fp=tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any other
         os.replace(tmp, dest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -135,11 +137,21 @@ def test_save_load_round_trip(parts, notes, tmp_path):
         before = m(midi_features=feats, **b).logits
     text = m.generate(feats, encs, max_new_tokens=12, temperature=0.8, seed=3)
     m.save_pretrained(tmp_path / "model")
+    m.save_pretrained(tmp_path / "whole", self_contained=True)
+    # the peft convention: adapter, projector and tokenizer saved; the frozen base LLM and encoder referenced
     names = {p.name for p in (tmp_path / "model").iterdir()}
-    assert {"encoder", "llm", "adapter", "projector.safetensors", "midilm.json"} <= names
-    assert not list((tmp_path / "model").rglob("*.bin")) and not list((tmp_path / "model").rglob("*.pt"))
-    for merge in (False, True):
-        again = MidiLlama.from_pretrained(tmp_path / "model", merge_lora=merge)
+    assert {"adapter", "projector.safetensors", "midilm.json", "tokenizer"} <= names
+    assert "llm" not in names and "encoder" not in names
+    manifest = json.loads((tmp_path / "model" / "midilm.json").read_text())
+    assert manifest["kind"] == "midi-llama" and manifest["base_llm"] == str((parts / "llm").resolve())
+    assert manifest["encoder"] == str((parts / "encoder").resolve())
+    adapter_cfg = json.loads((tmp_path / "model" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == manifest["base_llm"]
+    assert {"llm", "encoder"} <= {p.name for p in (tmp_path / "whole").iterdir()}
+    for d in ("model", "whole"):
+        assert not list((tmp_path / d).rglob("*.bin")) and not list((tmp_path / d).rglob("*.pt"))
+    for merge, where in ((False, "model"), (True, "model"), (True, "whole")):
+        again = MidiLlama.from_pretrained(tmp_path / where, merge_lora=merge)
         assert again.config.k == 3 and again.config.pool_layers == [0, -1]
         assert torch.equal(again.feature_std, m.feature_std) and torch.equal(again.feature_mean, m.feature_mean)
         f2 = again.features(notes)
@@ -199,3 +211,39 @@ def test_pooling_the_field_embeddings_keeps_every_field_apart(parts, notes, tmp_
     m.save_pretrained(tmp_path / "m")
     again = MidiLlama.from_pretrained(tmp_path / "m")
     assert again.config.pool_fields and torch.allclose(again.features([w])[0, 0], got, atol=1e-6)
+
+
+def test_loading_in_bf16_halves_the_llm_and_still_answers(parts, notes, tmp_path):
+    m = _model(parts)
+    m.save_pretrained(tmp_path / "m")
+    again = MidiLlama.from_pretrained(tmp_path / "m", dtype="bf16")
+    assert {p.dtype for p in again.llm.parameters()} == {torch.bfloat16}
+    assert again.projector.weight.dtype == torch.float32  # the small projector stays fp32
+    enc = [encode_conversation(again.tokenizer, [("What key is this piece in?", None)])]
+    assert isinstance(again.generate(again.features(notes[:1]), enc, max_new_tokens=4)[0], str)
+    with pytest.raises(ValueError, match="dtype"):
+        MidiLlama.from_pretrained(tmp_path / "m", dtype="int3")
+
+
+def test_a_chat_template_frames_the_conversation_and_only_answers_are_targets(parts):
+    from transformers import AutoTokenizer
+
+    from midilm.models.conversation import SYSTEM, uses_chat_template
+
+    tok = AutoTokenizer.from_pretrained(parts / "llm")
+    assert not uses_chat_template(tok)
+    plain = encode_conversation(tok, [("What key is this piece in?", "It is in G major.")])
+    assert tok.decode(plain.before).startswith(SYSTEM[:10]) or SYSTEM[:10] in tok.decode(plain.before)
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert uses_chat_template(tok)
+    turns = [("What key is this piece in?", "It is in G major."), ("And the meter?", "It is in 3/4 time.")]
+    enc = encode_conversation(tok, turns)
+    assert tok.decode(enc.before).replace(" ", "").startswith("<|system|>")
+    assert tok.decode(enc.before).replace(" ", "").endswith("<|user|>")  # the MIDI slot opens the user turn
+    after = tok.decode(enc.after).replace(" ", "")
+    assert after.startswith("\nWhatkey") and "<|assistant|>ItisinGmajor.</s><|user|>Andthemeter?" in after
+    targets = tok.decode([t for t, y in zip(enc.after, enc.labels) if y != IGNORE]).replace(" ", "")
+    assert targets == "ItisinGmajor.</s>Itisin3/4time.</s>"
+    ask = encode_conversation(tok, [("What key is this piece in?", None)])
+    assert tok.decode(ask.after).replace(" ", "").endswith("<|assistant|>") and set(ask.labels) == {IGNORE}

@@ -87,3 +87,24 @@ def test_python_api_describe_and_batches_agree():
     assert model.ask_many([piece], [q]) == [model.ask(piece, q)]
     sampled = {model.describe(piece, temperature=1.0, seed=s) for s in (1, 2, 3)}
     assert model.describe(piece, temperature=1.0, seed=1) in sampled and len(sampled) > 1
+
+
+@shipped
+def test_shipped_train_config_agrees_with_the_manifest():
+    from midilm.models.manifest import read_manifest
+
+    manifest = read_manifest(MODEL, expected_kind="midi-llama")
+    cfg = json.loads((MODEL / "train_config.json").read_text())
+    pool = "fields" if manifest["pool_fields"] else ",".join(str(i) for i in manifest["pool_layers"])
+    assert (cfg["projector"], cfg["pool_layers"], cfg["max_windows"], cfg["k"]) == (
+        manifest["projector"], pool, manifest["max_windows"], manifest["k"])
+
+
+@shipped
+def test_shipped_legacy_layout_loads_on_a_device_in_a_dtype():
+    torch = pytest.importorskip("torch")
+    from midilm.understand import load_understanding_model
+
+    model = load_understanding_model(device="cpu", dtype="bf16")  # the legacy layout: llm/ copied in
+    assert {p.dtype for p in model.model.llm.parameters()} == {torch.bfloat16}
+    assert model.model.device.type == "cpu"

@@ -8,15 +8,21 @@ equal note chunks. The pooled states are the last layer's (the paper) or any cho
 of each note side by side (8 x H, before its down-projection mixes them): a bag of embedded OctupleMIDI
 tokens, for an encoder whose contextual layers carry less than its embedding table (see docs/understand.md).
 The projector (one linear layer as in the paper, or a 2-layer MLP) maps each vector to the LLM width; the
-K vectors are placed as prefix embeddings in the prompt of `midilm.understand.prompt` (before the
-instruction's text) and fed to any HF causal LM as `inputs_embeds`.
+K vectors are placed as prefix embeddings in the prompt of `midilm.models.conversation` (before the
+instruction's text; an instruct LLM's own chat template when its tokenizer has one) and fed to any HF
+causal LM as `inputs_embeds`.
 
-Directory layout (safetensors only):
-    midilm.json               kind "midi-llama" and the projector/pooling config
-    projector.safetensors     projector weights
-    encoder/                  MusicBERT (HF layout)
-    llm/                      the causal LM and its tokenizer (HF layout, full weights)
-    adapter/                  LoRA adapter (peft layout), absent before stage 2
+Directory layout (safetensors only), in the peft convention: what training changed is saved, the frozen
+base LLM is referenced by its name or local path, never copied:
+    midilm.json               kind "midi-llama" (models/manifest.py), the projector/pooling config,
+                              `base_llm` (the causal LM's name or path) and `encoder` ("encoder" when saved
+                              here, else the frozen MusicBERT's path)
+    projector.safetensors     projector weights and the feature standardisation
+    adapter/                  LoRA adapter (peft layout; its adapter_config.json names the base too), from stage 2
+    tokenizer/                the LLM's tokenizer (with its pad token and chat template)
+    encoder/                  MusicBERT (HF layout), when it was trained or has no directory to point to
+`self_contained=True` also writes `llm/` (the base LM, full weights) and `encoder/`, for a model that is
+shipped or moved; directories with `llm/` (the shipped midilm-understand-tiny) load as before.
 """
 
 from __future__ import annotations
@@ -30,12 +36,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from midilm.understand.prompt import IGNORE, Encoded
+from midilm.models.conversation import IGNORE, Encoded
+from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
 
 KIND = "midi-llama"
-CONFIG_NAME = "midilm.json"
+CONFIG_NAME = MANIFEST
 PROJECTOR_NAME = "projector.safetensors"
-FORMAT_VERSION = 1
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | None, device: str | None) -> torch.dtype:
+    """A dtype name as torch's; None: bf16 on a GPU that has it, else fp32 (the CPU's fast path)."""
+    if dtype is None:
+        cuda = str(device or "cpu").startswith("cuda") and torch.cuda.is_available()
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
 
 
 @dataclass
@@ -52,7 +70,7 @@ class MidiLlamaConfig:
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"kind": KIND, "format_version": FORMAT_VERSION, **asdict(self)}
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> MidiLlamaConfig:
@@ -241,8 +259,8 @@ class MidiLlama(nn.Module):
     def embed(self, input_ids: torch.Tensor, slot: torch.Tensor, midi_features: torch.Tensor) -> torch.Tensor:
         """Text embeddings with the projected MIDI vectors written over the slots."""
         emb = self.llm.get_input_embeddings()(input_ids)
-        feats = (midi_features.to(emb.dtype) - self.feature_mean) / self.feature_std
-        prefix = self.projector(feats)  # [B, k, D]
+        feats = (midi_features.float() - self.feature_mean) / self.feature_std
+        prefix = self.projector(feats).to(emb.dtype)  # [B, k, D]; the small projector stays fp32
         k = prefix.shape[1]
         pos = slot[:, None] + torch.arange(k, device=slot.device)[None, :]
         where = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
@@ -274,8 +292,10 @@ class MidiLlama(nn.Module):
 
     # --- files -------------------------------------------------------------------------------------
 
-    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write the directory layout above; `dtype` (e.g. torch.bfloat16) shrinks the stored weights."""
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None, self_contained: bool = False,
+                        base_llm: str | None = None) -> Path:
+        """Write the directory layout above; `dtype` (e.g. torch.bfloat16) shrinks the saved weights.
+        `base_llm` overrides the base LM's recorded name or path (default: where it was loaded from)."""
         from safetensors.torch import save_file
 
         out = Path(path)
@@ -286,24 +306,37 @@ class MidiLlama(nn.Module):
             sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             return cast(sd) if cast else sd
 
-        self.encoder.save_pretrained(out / "encoder", state_dict=state(self.encoder))
         base = self.base_llm()
-        base_sd = _clean_base_state(base) if base is not self.llm else base.state_dict()
-        base_sd = {k: v.detach().cpu().contiguous() for k, v in base_sd.items()}
-        base.save_pretrained(out / "llm", state_dict=cast(base_sd) if cast else base_sd)
-        self.tokenizer.save_pretrained(out / "llm")
+        base_ref = _absolute(base_llm or str(getattr(base, "name_or_path", "") or ""))
+        if self_contained or not base_ref:
+            base_sd = _clean_base_state(base) if base is not self.llm else base.state_dict()
+            base_sd = {k: v.detach().cpu().contiguous() for k, v in base_sd.items()}
+            base.save_pretrained(out / "llm", state_dict=cast(base_sd) if cast else base_sd)
+            self.tokenizer.save_pretrained(out / "llm")
+            base_ref = "llm"
+        else:
+            self.tokenizer.save_pretrained(out / "tokenizer")
+        encoder_ref = _absolute(str(getattr(self.encoder, "name_or_path", "") or ""))
+        trained = any(p.requires_grad for p in self.encoder.parameters())
+        if self_contained or trained or not encoder_ref or not Path(encoder_ref).is_dir():
+            self.encoder.save_pretrained(out / "encoder", state_dict=state(self.encoder))
+            encoder_ref = "encoder"
         if base is not self.llm:
+            for cfg in self.llm.peft_config.values():
+                cfg.base_model_name_or_path = base_ref if base_ref != "llm" else None
             self.llm.save_pretrained(out / "adapter")
         proj = {**state(self.projector), "feature_mean": self.feature_mean.cpu(), "feature_std": self.feature_std.cpu()}
         save_file(proj, str(out / PROJECTOR_NAME), metadata={"format": "pt"})
-        (out / CONFIG_NAME).write_text(json.dumps(self.config.to_json(), indent=2) + "\n")
+        write_manifest(out, KIND, **self.config.to_json(), base_llm=base_ref, encoder=encoder_ref)
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | None = None, trainable: bool = False,
-                        merge_lora: bool = True) -> MidiLlama:
-        """Load a directory (local files only). `trainable` keeps LoRA separate and trainable (for more
-        training); otherwise the adapter is merged into the LM for faster generation when `merge_lora`."""
+    def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | None = None,
+                        trainable: bool = False, merge_lora: bool = True, base_llm: str | None = None) -> MidiLlama:
+        """Load a directory (local files only). `dtype` is the LLM's and encoder's (None: bf16 on a GPU that
+        has it, else fp32); `base_llm` overrides the base LM's name or path recorded in midilm.json.
+        `trainable` keeps LoRA separate and trainable (for more training); otherwise the adapter is merged
+        into the LM for faster generation when `merge_lora`."""
         from safetensors.torch import load_file
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -312,12 +345,19 @@ class MidiLlama(nn.Module):
 
         hf_logging.disable_progress_bar()
         root = Path(path)
-        config = read_config(root)
-        encoder = MusicBertModel.from_pretrained(root / "encoder", local_files_only=True, use_safetensors=True,
-                                                 dtype=torch.float32)
-        llm = AutoModelForCausalLM.from_pretrained(root / "llm", local_files_only=True, use_safetensors=True,
-                                                   dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(root / "llm", local_files_only=True)
+        manifest = read_manifest(root, expected_kind=KIND)
+        config = MidiLlamaConfig.from_json(manifest)
+        torch_dtype = resolve_dtype(dtype, device)
+        base = _resolve_ref(root, base_llm or manifest.get("base_llm") or "llm", "base LLM")
+        encoder_dir = _resolve_ref(root, manifest.get("encoder") or "encoder", "encoder")
+        encoder = MusicBertModel.from_pretrained(encoder_dir, local_files_only=True, use_safetensors=True,
+                                                 dtype=torch_dtype)
+        llm = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, use_safetensors=True,
+                                                   dtype=torch_dtype)
+        tok_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else base
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
         adapter = root / "adapter"
         if adapter.is_dir() and not (merge_lora and not trainable and merge_lora_files(llm, adapter)):
             import warnings
@@ -342,11 +382,25 @@ class MidiLlama(nn.Module):
         return model
 
 
+def _absolute(ref: str) -> str:
+    """A local directory as an absolute path (the reference must not depend on the working directory); a hub
+    name as it is."""
+    return str(Path(ref).resolve()) if ref and Path(ref).is_dir() else ref
+
+
+def _resolve_ref(root: Path, ref: str, what: str) -> str:
+    """A saved part ("llm", "encoder": inside the directory) or a referenced one (a local path or an HF
+    name in the local cache)."""
+    inside = root / ref
+    if inside.is_dir():
+        return str(inside)
+    if ref in ("llm", "encoder"):
+        raise FileNotFoundError(f"{root} is incomplete: no {ref}/ folder and no {what} named in {MANIFEST}")
+    if Path(ref).is_dir() or not Path(ref).is_absolute():
+        return ref  # a directory, or a hub name that from_pretrained looks up in the local cache only
+    raise FileNotFoundError(f"{root}: the {what} it was trained on, {ref}, is not here (pass its path, "
+                            f"or save the model with self_contained=True to copy it in)")
+
+
 def read_config(root: Path) -> MidiLlamaConfig:
-    cfg_path = root / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{root} is not a MIDI-LLaMA model directory (no {CONFIG_NAME})")
-    data = json.loads(cfg_path.read_text())
-    if data.get("kind") != KIND:
-        raise ValueError(f"{root} holds a {data.get('kind')!r} model, not {KIND!r}")
-    return MidiLlamaConfig.from_json(data)
+    return MidiLlamaConfig.from_json(read_manifest(root, expected_kind=KIND))

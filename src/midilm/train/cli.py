@@ -89,6 +89,10 @@ def register_understand(tsub) -> None:
                    help="encoder layers pooled, comma-separated (default -1: the last; 0: the embedding layer), "
                         "or 'fields': the 8 field embeddings of each note, side by side")
     q.add_argument("--save-dtype", dest="save_dtype", choices=("fp32", "bf16"), default="fp32")
+    q.add_argument("--llm-dtype", dest="llm_dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="the frozen LLM's weights in training (bf16 halves their memory; LoRA and projector stay fp32)")
+    q.add_argument("--self-contained", dest="self_contained", action="store_true",
+                   help="copy the base LLM and the encoder into the output (default: reference them by path)")
     q.add_argument("--boost", default="", help="extra sampling weight per question type in stage 2, e.g. key=4,mode=2")
     q.add_argument("--cache-dir", dest="cache_dir", default=None, help="notes/features cache (default OUT/cache)")
     d = UnderstandConfig(data="", output="")

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from midilm.understand.prompt import encode_conversation, text_only
+from midilm.models.conversation import encode_conversation, text_only
+from midilm.models.notes import cache_key, row_notes, transpose_notes
 
 # Types whose answers are facts measured from the notes; `factual_boost` samples them more often.
 FACTUAL_TYPES = ("key", "mode", "tempo", "tempo_word", "meter", "instruments", "drums", "texture", "chords",
@@ -87,6 +88,8 @@ class UnderstandConfig:
     seed: int = 0
     bf16: bool = False
     save_dtype: str = "fp32"  # fp32 or bf16 (the final directory's weights)
+    llm_dtype: str = "fp32"  # the frozen LLM's (and encoder's) weights in training: fp32 or bf16 (LoRA stays fp32)
+    self_contained: bool = False  # also copy the base LLM and the encoder into the output (to ship or move it)
     logging_steps: int = 10
     save_steps: int = 200
     resume: bool = False
@@ -115,67 +118,6 @@ def load_train_rows(dataset_dir: str | Path, max_rows: int | None = None, seed: 
         keep = sorted(random.Random(seed).sample(range(len(rows)), max_rows))
         rows = [rows[i] for i in keep]
     return rows
-
-
-def _key(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def row_notes(rows: list[dict], cache_dir: Path | None, progress: bool = True) -> list[np.ndarray | None]:
-    """OctupleMIDI field values of every row (None where the file cannot be read), cached on disk unless
-    `cache_dir` is None."""
-    from midilm.codecs.octuple import encode_piece
-    from midilm.errors import MidilmError
-    from midilm.music.midi_io import read_midi
-
-    ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
-    cache = cache_dir / f"notes-{_key('octuple-v2', ident)}.npz" if cache_dir else None
-    if cache and cache.is_file():
-        z = np.load(cache, allow_pickle=False)
-        notes, offsets, ok = z["notes"].astype(np.int64), z["offsets"], z["ok"]
-        return [notes[offsets[i] : offsets[i + 1]] if ok[i] else None for i in range(len(rows))]
-    by_path: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_path.setdefault(r["path"], []).append(i)
-    out: list[np.ndarray | None] = [None] * len(rows)
-    items = by_path.items()
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(items, desc="encoding MIDI", unit="file")
-    for path, idx in items:
-        try:
-            piece = read_midi(path)
-        except MidilmError:
-            continue
-        for i in idx:
-            r = rows[i]
-            part = piece if r["unit"] == "piece" else piece.excerpt(float(r["clip_start"]), float(r["clip_end"]))
-            enc = encode_piece(part)
-            out[i] = enc if len(enc) else None
-    if cache is None:
-        return out
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    lengths = [0 if n is None else len(n) for n in out]
-    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    flat = np.concatenate([n for n in out if n is not None]) if any(lengths) else np.zeros((0, 8))
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, notes=flat.astype(np.uint16), offsets=offsets, ok=np.array([n is not None for n in out]))
-    tmp.replace(cache)
-    return out
-
-
-def transpose_notes(notes: np.ndarray, semitones: int) -> np.ndarray:
-    """OctupleMIDI field values with every pitched note moved by `semitones` (drums stay); a note pushed
-    out of 0..127 moves an octave back in."""
-    from midilm.codecs.octuple import FIELDS
-    from midilm.music.piece import shift_pitches
-
-    out = np.array(notes, dtype=np.int64, copy=True).reshape(-1, 8)
-    prog, pitch = FIELDS.index("program"), FIELDS.index("pitch")
-    tonal = out[:, prog] != 128
-    out[tonal, pitch] = shift_pitches(out[tonal, pitch], semitones)
-    return out
 
 
 _KEY_IN_TEXT = re.compile(r"\b([A-G][#b]?) (major|minor)\b")
@@ -227,7 +169,7 @@ def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encode
     parts = [ident, _weights_hash(encoder_dir), c.k, c.max_windows, c.window_notes, c.pool_layers]
     if c.pool_fields:
         parts.append("fields")
-    key = _key(*parts, semitones) if semitones else _key(*parts)
+    key = cache_key(*parts, semitones) if semitones else cache_key(*parts)
     cache = cache_dir / f"features-{key}.npy"
     if cache.is_file():
         return np.load(cache, allow_pickle=False)
@@ -380,7 +322,7 @@ def train_text_llm(cfg: UnderstandConfig) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from midilm.models.tokenizer import train_text_tokenizer
-    from midilm.train.t2m import PackedStream, _collate, _iterable
+    from midilm.train.packing import PackedStream, collate_rows, iterable_dataset
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -388,7 +330,7 @@ def train_text_llm(cfg: UnderstandConfig) -> Path:
     rng = random.Random(cfg.seed)
     sample = text_conversations(rows, rng, 60000)
     texts = [q + "\n" + a for conv in sample for q, a in conv]
-    from midilm.understand.prompt import ASSISTANT, SYSTEM, USER
+    from midilm.models.conversation import ASSISTANT, SYSTEM, USER
 
     tok_dir = out / "tokenizer"
     if cfg.resume and (tok_dir / "tokenizer.json").is_file():  # a resumed run must keep its vocabulary
@@ -415,7 +357,7 @@ def train_text_llm(cfg: UnderstandConfig) -> Path:
     args = _training_args(cfg, out, "stage0")
     from transformers import Trainer
 
-    trainer = Trainer(model=model, args=args, train_dataset=_iterable(stream), data_collator=_collate)
+    trainer = Trainer(model=model, args=args, train_dataset=iterable_dataset(stream), data_collator=collate_rows)
     trainer.train(resume_from_checkpoint=_resume(cfg, out, "stage0"))
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -474,18 +416,19 @@ def build_model(cfg: UnderstandConfig):
     if cfg.stage == 2:
         if not cfg.init:
             raise ValueError("stage 2 needs --init: the stage-1 model directory")
-        model = MidiLlama.from_pretrained(cfg.init, trainable=True)
+        model = MidiLlama.from_pretrained(cfg.init, trainable=True, dtype=cfg.llm_dtype)
         if not hasattr(model.llm, "peft_config"):
             model.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
         model.freeze_llm()
         model.projector.requires_grad_(True)
-        return model, Path(cfg.init) / "encoder"
+        return model, Path(model.encoder.name_or_path)
     if not cfg.encoder or not cfg.llm:
         raise ValueError("stage 1 needs --encoder (a MusicBERT directory) and --llm (a local causal LM directory)")
-    encoder = MusicBertModel.from_pretrained(cfg.encoder, local_files_only=True, use_safetensors=True,
-                                             dtype=torch.float32)
-    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, local_files_only=True, use_safetensors=True,
-                                               dtype=torch.float32)
+    from midilm.models.midi_llama import resolve_dtype
+
+    dtype = resolve_dtype(cfg.llm_dtype, None)
+    encoder = MusicBertModel.from_pretrained(cfg.encoder, local_files_only=True, use_safetensors=True, dtype=dtype)
+    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, local_files_only=True, use_safetensors=True, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -503,6 +446,15 @@ def build_model(cfg: UnderstandConfig):
     return model, Path(cfg.encoder)
 
 
+def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
+    """The config with the model's own projector and pooling (stage 2 inherits them from its --init), so that
+    train_config.json and midilm.json agree."""
+    from dataclasses import replace
+
+    pool = "fields" if mcfg.pool_fields else ",".join(str(i) for i in mcfg.pool_layers)
+    return replace(cfg, k=mcfg.k, projector=mcfg.projector, max_windows=mcfg.max_windows, pool_layers=pool)
+
+
 def train_understand(cfg: UnderstandConfig) -> Path:
     """Run one stage and save a loadable directory at `cfg.output` (stage 0: an LLM directory)."""
     if cfg.stage == 0:
@@ -516,8 +468,9 @@ def train_understand(cfg: UnderstandConfig) -> Path:
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     model, encoder_dir = build_model(cfg)
+    cfg = model_settings(cfg, model.config)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
     rows = load_train_rows(cfg.data, cfg.max_rows, cfg.seed)
     notes = row_notes(rows, cache)
@@ -538,7 +491,8 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     before = Path(cfg.init or cfg.llm or "") / "loss_history.json"  # earlier stages' curves go first
     if before.is_file():
         history = json.loads(before.read_text()) + history
-    model.save_pretrained(out, dtype=torch.bfloat16 if cfg.save_dtype == "bf16" else None)
+    model.save_pretrained(out, dtype=torch.bfloat16 if cfg.save_dtype == "bf16" else None,
+                          self_contained=cfg.self_contained)
     _finish(cfg, out, history, f"MIDI-LLaMA ({name})")
     return out
 

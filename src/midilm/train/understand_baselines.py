@@ -91,7 +91,7 @@ class TokenExamples:
         return len(self.rows) * 16
 
     def __getitem__(self, i: int) -> dict:
-        from midilm.understand.prompt import IGNORE, encode_conversation
+        from midilm.models.conversation import IGNORE, encode_conversation
         from midilm.understand.token_input import midi_ids
 
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
@@ -114,7 +114,7 @@ class TokenExamples:
 def collate(pad_id: int):
     import torch
 
-    from midilm.understand.prompt import IGNORE
+    from midilm.models.conversation import IGNORE
 
     def run(items: list[dict]) -> dict:
         width = max(len(it["input_ids"]) for it in items)
@@ -197,8 +197,9 @@ def train_baseline(cfg: BaselineConfig) -> Path:
         llm.save_pretrained(llm_dir, safe_serialization=True)
     else:
         peft_model.save_pretrained(out / "adapter", safe_serialization=True)
-    (out / "midilm.json").write_text(json.dumps({"kind": kind, "max_midi_tokens": cfg.max_midi_tokens,
-                                                 "base_llm": str(src), "format_version": 1}, indent=2) + "\n")
+    from midilm.models.manifest import write_manifest
+
+    write_manifest(out, kind, max_midi_tokens=cfg.max_midi_tokens, base_llm=str(src))
     _finish(cfg, out, history, f"{kind} baseline (LoRA)")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out

@@ -28,7 +28,7 @@ def heldout_accuracy(model, data: str | Path, types: list[str], limit: int | Non
 
     from midilm.annotate.dataset import load_rows
     from midilm.annotate.questions import QUESTIONS, answer_is_correct
-    from midilm.train.understand import row_notes
+    from midilm.models.notes import row_notes
 
     rows = load_rows(data, "test")
     if limit and len(rows) > limit:

@@ -13,12 +13,11 @@ described as a whole, not by its first 20 seconds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from midilm.understand.prompt import DESCRIBE_INSTRUCTION
+from midilm.models.conversation import DESCRIBE_INSTRUCTION
 
 DESCRIBE_TOKENS = 160
 ANSWER_TOKENS = 128
@@ -95,14 +94,14 @@ class MidiLlamaUnderstanding(UnderstandingModel):
 
     kind = "midi-llama"
 
-    def __init__(self, path: str | Path, device: str | None = None, batch_size: int = 16):
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = None, batch_size: int = 16):
         from midilm.models.midi_llama import MidiLlama
 
         super().__init__(path, batch_size)
-        self.model = MidiLlama.from_pretrained(path, device=device)
+        self.model = MidiLlama.from_pretrained(path, device=device, dtype=dtype)
 
     def _generate(self, pieces, conversations, options: GenerationOptions) -> list[str]:
-        from midilm.understand.prompt import encode_conversation
+        from midilm.models.conversation import encode_conversation
 
         # the same piece object asked several questions in one batch is encoded once
         first = {id(p): i for i, p in reversed(list(enumerate(pieces)))}
@@ -131,22 +130,20 @@ _KINDS: dict[str, Callable[..., UnderstandingModel]] = {"midi-llama": MidiLlamaU
 
 
 def register_kind(kind: str, loader: Callable[..., UnderstandingModel]) -> None:
-    """Make `load_understanding_model` build `loader(path, device=...)` for directories of this kind."""
+    """Make `load_understanding_model` build `loader(path, device=..., dtype=...)` for directories of this kind."""
     _KINDS[kind] = loader
 
 
 def model_kind(path: str | Path) -> str:
-    cfg = Path(path) / "midilm.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{path} is not an understanding model directory (no midilm.json)")
-    try:
-        return str(json.loads(cfg.read_text())["kind"])
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{cfg} is not a valid model description (needs a \"kind\")") from None
+    from midilm.models.manifest import read_manifest
+
+    return read_manifest(path)["kind"]
 
 
-def load_understanding_model(path: str | Path | None = None, device: str | None = None) -> UnderstandingModel:
-    """Load a model directory (None: the shipped default); local files only, safetensors only."""
+def load_understanding_model(path: str | Path | None = None, device: str = "cpu",
+                             dtype: str | None = None) -> UnderstandingModel:
+    """Load a model directory (None: the shipped default) onto `device` in `dtype` (fp32, bf16, fp16; None:
+    bf16 on a GPU that has it, else fp32); local files only, safetensors only."""
     root = Path(path) if path is not None else default_understand_model_path()
     if not root.is_dir():
         hint = "" if path is not None else " (no default understanding model in this install: pass a path)"
@@ -156,4 +153,4 @@ def load_understanding_model(path: str | Path | None = None, device: str | None 
         import midilm.understand.token_input  # noqa: F401  (registers the ABC and native-token kinds)
     if kind not in _KINDS:
         raise ValueError(f"{root}: unknown model kind {kind!r} (known: {', '.join(sorted(_KINDS))})")
-    return _KINDS[kind](root, device=device)
+    return _KINDS[kind](root, device=device, dtype=dtype)

@@ -1,6 +1,6 @@
 """Understanding models that read the music as tokens in the prompt: the ABC baseline and the native-token variant.
 
-Both put the music's ids in the MIDI slot of the conversation template (`midilm.understand.prompt`) and
+Both put the music's ids in the MIDI slot of the conversation template (`midilm.models.conversation`) and
 answer with a causal LM tuned with LoRA, so they differ from MIDI-LLaMA only in how the music enters:
 
 - "abc": the piece as ABC notation (`midi2abc`, `midilm.codecs.abc`), tokenised by the LLM's own text
@@ -18,7 +18,6 @@ causal LM and its tokenizer, HF layout), `adapter/` (the LoRA adapter, peft layo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,14 +70,15 @@ def text_rows(llm, tokenizer, layout) -> int:
     return layout.music_offset if layout is not None else llm.config.vocab_size
 
 
-def load_llm(directory: str | Path, trainable: bool = False):
+def load_llm(directory: str | Path, trainable: bool = False, dtype: str | None = "fp32", device: str = "cpu"):
     """A causal LM, its tokenizer and its music layout (None for a text-only LM), from local files."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from midilm.models.midi_llama import resolve_dtype
 
     directory = Path(directory)
     llm = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, use_safetensors=True,
-                                               dtype=torch.float32)
+                                               dtype=resolve_dtype(dtype, device))
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -95,13 +95,17 @@ def load_llm(directory: str | Path, trainable: bool = False):
 class TokenInputUnderstanding(UnderstandingModel):
     """An LLM with a LoRA adapter that reads the music as ids in its prompt (kind "abc" or "amt-native")."""
 
-    def __init__(self, path: str | Path, device: str | None = None, batch_size: int = 8):
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: str | None = None, batch_size: int = 8):
+        from midilm.models.manifest import read_manifest
+
         super().__init__(path, batch_size)
         root = Path(path)
-        settings = json.loads((root / "midilm.json").read_text())
+        settings = read_manifest(root)
+        if settings["kind"] not in KINDS:
+            raise ValueError(f"{root} holds a {settings['kind']!r} model, not one of {', '.join(KINDS)}")
         self.kind = settings["kind"]
         self.max_midi_tokens = int(settings.get("max_midi_tokens", DEFAULT_MIDI_TOKENS))
-        self.llm, self.tokenizer, self.layout = load_llm(root / "llm")
+        self.llm, self.tokenizer, self.layout = load_llm(root / "llm", dtype=dtype, device=device)
         if (root / "adapter").is_dir():
             from peft import PeftModel
 
@@ -119,7 +123,7 @@ class TokenInputUnderstanding(UnderstandingModel):
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        from midilm.understand.prompt import encode_conversation
+        from midilm.models.conversation import encode_conversation
 
         cache: dict[int, list[int]] = {}
         seqs = []

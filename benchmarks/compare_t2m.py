@@ -26,6 +26,22 @@ import time
 from pathlib import Path
 
 
+def load_any(data: str, split: str, limit: int | None = None):
+    """Pieces of a dataset (MIDI read from the rows' paths) or of a packed copy (an `events` column)."""
+    from midilm.annotate.dataset import load_rows
+    from midilm.train.t2m import Piece, load_pieces
+
+    if not (Path(data) / "summary.json").exists() or "packed_from" not in json.loads(
+            (Path(data) / "summary.json").read_text()):
+        return load_pieces(data, split, limit)
+    pieces = []
+    for row in load_rows(data, split)[:limit]:
+        analysis = {k: v for k, v in row.items() if k not in ("captions", "qa", "events")}
+        pieces.append(Piece([int(x) for x in row["events"]], analysis, list(row.get("captions") or []),
+                            row.get("source", "")))
+    return pieces
+
+
 def parse_runs(spec: str) -> list[dict]:
     runs = []
     for part in filter(None, (p.strip() for p in spec.split(";"))):
@@ -179,8 +195,6 @@ def main() -> None:
 
     from midilm.annotate.dataset import load_rows
     from midilm.models.tokenizer import train_text_tokenizer
-    from midilm.train.t2m import load_pieces
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("-o", "--output", required=True)
@@ -204,8 +218,8 @@ def main() -> None:
     done = json.loads(record.read_text())["runs"] if record.exists() else []
     todo = [r for r in parse_runs(args.runs) if r["name"] not in {d["name"] for d in done}]
     if todo:
-        pieces = load_pieces(args.data, "train", args.pieces or None)
-        val_all = load_pieces(args.data, "validation")
+        pieces = load_any(args.data, "train", args.pieces or None)
+        val_all = load_any(args.data, "validation")
         val_pieces = random.Random(0).sample(val_all, min(args.validation, len(val_all)))
         texts = [c for r in load_rows(args.data, "train") for c in (r.get("captions") or [])]
         tokenizer = train_text_tokenizer(texts, args.text_vocab)

@@ -4,7 +4,7 @@
 #   scripts/gpu_train_t2m.sh [PACKED_DIR] [OUT_DIR]
 #
 # PACKED_DIR holds the training data packed compactly: the piece rows of the train and validation splits
-# with their AMT ids as uint16 (`midilm.annotate.dataset.pack_for_training`; about 10-20 MB for the
+# with their AMT ids (`midilm.annotate.dataset.pack_for_training`, zstd Parquet; about 20 MB for the
 # dataset of docs/t2m_training.md), so the GPU machine needs no MIDI files and no ../shared. When it does
 # not exist yet and DATASET names a dataset built by `midilm dataset build`, it is packed first:
 #

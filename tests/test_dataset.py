@@ -504,5 +504,10 @@ def test_pack_for_training_keeps_pieces_and_their_events(tmp_path):
     assert packed["pieces"]["train"] == len(rows) == len(full) > 0
     assert all(r["unit"] == "piece" and r["captions"] for r in rows)
     for r in rows:
-        assert r["events"] == encode_midi(r["path"])  # uint16 holds every AMT id exactly
+        assert r["events"] == encode_midi(r["path"])  # exact, absolute times included
     assert isinstance(rows[0]["chords"], list)  # JSON columns decode as in the full dataset
+    # per-family counts from the packed events equal those from the MIDI files (Nottingham: piano only)
+    stats = ds.family_stats(tmp_path / "packed", "train")
+    assert stats == ds.family_stats(tmp_path / "out", "train")
+    assert stats["pieces"] == len(rows) and set(stats["families"]) == {"Piano"}
+    assert stats["families"]["Piano"]["notes"] == stats["notes"] == sum(len(r["events"]) // 3 for r in rows)

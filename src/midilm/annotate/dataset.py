@@ -685,9 +685,10 @@ def load_rows(out_dir: str | Path, split: str = "train") -> list[dict]:
 def pack_for_training(dataset_dir: str | Path, out_dir: str | Path, splits: Iterable[str] = ("train", "validation"),
                       progress: bool = True) -> dict:
     """A compact, self-contained copy of a dataset for training on another machine: the piece rows of
-    `splits` with their AMT events in a list<uint16> column `events` (every AMT id is below 2**16), so no
-    MIDI file is needed there; clip rows are left out (the recipe trains on whole pieces). Writes
-    `<split>.parquet` (zstd) and a `summary.json` that `load_rows` reads. Returns the summary."""
+    `splits` with their AMT events in a list<uint32> column `events` (a whole piece's onset times are
+    absolute ticks, beyond 2**16 after 11 minutes; zstd keeps the file small), so no MIDI file is needed
+    there; clip rows are left out (the recipe trains on whole pieces). Writes `<split>.parquet` (zstd) and
+    a `summary.json` that `load_rows` reads. Returns the summary."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
@@ -712,7 +713,7 @@ def pack_for_training(dataset_dir: str | Path, out_dir: str | Path, splits: Iter
                 continue
             events.append(ids)
             keep.append(i)
-        table = table.take(pa.array(keep, pa.int64())).append_column("events", pa.array(events, pa.list_(pa.uint16())))
+        table = table.take(pa.array(keep, pa.int64())).append_column("events", pa.array(events, pa.list_(pa.uint32())))
         pq.write_table(table, out / f"{split}.parquet", compression="zstd")
         packed["data_files"][split] = str(out / f"{split}.parquet")
         packed["pieces"][split] = len(keep)
@@ -720,3 +721,43 @@ def pack_for_training(dataset_dir: str | Path, out_dir: str | Path, splits: Iter
         packed["skipped"][split] = n_rows - len(keep)  # files that no longer read
     (out / "summary.json").write_text(json.dumps(packed, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return packed
+
+
+def family_stats(dataset_dir: str | Path, split: str = "train") -> dict:
+    """Per GM family (and drums): how many pieces of `split` use it and how many notes it plays, with the
+    programs seen. Reads the AMT events of a packed dataset (`pack_for_training`) or encodes the MIDI files.
+    Returns {"pieces": n, "notes": n, "families": {family: {"pieces", "notes", "programs": {program: notes}}}}."""
+    import numpy as np
+
+    from midilm.codecs.amt import vocab as V
+    from midilm.music.gm import family
+
+    rows = [r for r in load_rows(dataset_dir, split) if r.get("unit", "piece") == "piece"]
+    fams: dict[str, dict] = {}
+    total_notes = 0
+    for r in rows:
+        events = r.get("events")
+        if events is None:
+            from midilm.codecs.amt.encode import encode_midi
+            from midilm.errors import MidilmError
+
+            try:
+                events = encode_midi(r["path"])
+            except (MidilmError, OSError):
+                continue
+        notes = np.asarray(events, dtype=np.int64).reshape(-1, 3)[:, 2] - V.NOTE_OFFSET
+        notes = notes[(notes >= 0) & (notes < V.MAX_NOTE)]
+        programs, counts = np.unique(notes // V.MAX_PITCH, return_counts=True)
+        total_notes += int(counts.sum())
+        seen = set()
+        for prog, n in zip(programs.tolist(), counts.tolist()):
+            f = fams.setdefault(family(prog), {"pieces": 0, "notes": 0, "programs": Counter()})
+            f["notes"] += n
+            f["programs"][prog] += n
+            if family(prog) not in seen:
+                f["pieces"] += 1
+                seen.add(family(prog))
+    for f in fams.values():
+        f["programs"] = dict(sorted(f["programs"].items()))
+    ordered = dict(sorted(fams.items(), key=lambda kv: -kv[1]["notes"]))
+    return {"split": split, "pieces": len(rows), "notes": total_notes, "families": ordered}

@@ -161,6 +161,7 @@ def test_same_seed_same_music_and_batching_keeps_it(client):
     responses = asyncio.run(crowd())
     assert all(r.status_code == 200 for r in responses)
     assert responses[3].json()["samples"][0]["tokens"] == alone
+    # scheduling, tolerant by design: 7 requests arrive within milliseconds; one 45-token generation takes 0.6 s here
     assert max(r.json()["batched_with"] for r in responses) > 1
 
 
@@ -336,11 +337,13 @@ def test_load_24_concurrent_generations(client):
             responses = await asyncio.wait_for(asyncio.gather(*tasks), 90)
             return responses, time.perf_counter() - t0
 
-    responses, elapsed = asyncio.run(burst())
+    responses, _ = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 24
     assert all(len(r.json()["samples"]) == 1 + i % 2 for i, r in enumerate(responses))
-    assert elapsed < 60
+    # no wall-clock bound here (issue 16: timing depends on the machine); wait_for's 90 s above catches a hang
     stats = client.get("/healthz").json()["queues"]["generate"]
+    # scheduling, tolerant by design: 24 requests arrive within milliseconds while one 30-token generation takes
+    # 0.5 s here (a CPU 10 times faster still needs 50 ms), so at least 4 wait together
     assert stats["largest_batch"] >= 4 and stats["waiting"] == 0 and stats["running"] == 0
 
 

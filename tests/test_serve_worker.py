@@ -164,10 +164,10 @@ def test_server_answers_429_when_full_and_504_past_the_timeout(model):
         assert codes == [429, 429, 504, 504], [r.text for r in responses]
         for r in responses:
             assert r.json()["detail"] and r.headers["content-type"] == "application/json"
-        assert elapsed < 10
+        assert elapsed < 60  # a hang guard, not a speed test (issue 16): the 504s above show the 1 s timeout fired
         # the model thread lets go of the timed-out batch at its next step, without finishing its 4000 tokens
         deadline = time.perf_counter() + 5
         while client.get("/healthz").json()["queues"]["generate"]["running"] and time.perf_counter() < deadline:
             time.sleep(0.05)
+        # the check is that the model thread is idle within the 5 s deadline, not a wall-clock bound (issue 16)
         assert client.get("/healthz").json()["queues"]["generate"]["running"] == 0
-        assert time.perf_counter() - t0 < 8

@@ -140,15 +140,14 @@ def main() -> None:
             full.close()
             cut.close()
     if "vllm" in backends:
-        from midilm.generate.backends.vllm import sample_music_vllm
-        from midilm.models.midi_llm import load_text_to_midi
+        from midilm.generate.load import load_model
 
-        vm = load_text_to_midi(model_dir, backend="vllm")
+        vm = load_model(model_dir, backend="vllm")
         stop = vm.tokenizer.eos_token_id if args.model else 1
         for suffix, constrained in (("constrained", True), ("unconstrained", False)):
             cfg = SamplingConfig(max_new_tokens=args.tokens, seed=0, constrained=constrained)
-            r, wall, cpu = timed(lambda cfg=cfg: sample_music_vllm(vm.model, prompt, offset, cfg, grammar,
-                                                                   stop_id=stop), args.repeat)
+            r, wall, cpu = timed(lambda cfg=cfg: sample_music(vm.model, prompt, offset, cfg, grammar, stop_id=stop),
+                                 args.repeat)
             toks = r.tokens[0]
             rows.append((f"vLLM, {suffix}", len(toks), wall, cpu, music_seconds(toks) if constrained else None))
 

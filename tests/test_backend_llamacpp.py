@@ -20,6 +20,7 @@ from midilm.codecs.amt.lines import as_controls  # noqa: E402
 from midilm.generate.backends.llamacpp import LlamaCppDecoder  # noqa: E402
 from midilm.generate.cli import default_model_path  # noqa: E402
 from midilm.generate.grammar import GrammarConfig  # noqa: E402
+from midilm.generate.load import load_model  # noqa: E402
 from midilm.generate.sampler import SamplingConfig, sample_music  # noqa: E402
 from midilm.models.gguf import export_gguf  # noqa: E402
 from midilm.models.midi_llm import load_text_to_midi  # noqa: E402
@@ -84,7 +85,7 @@ def test_samples_follow_the_grammar_controls_and_seed(hf, decoder):
 def test_pipeline_with_sliding_windows_on_llamacpp(f32_path):
     from midilm.generate.pipeline import GenerateOptions, generate
 
-    m = load_text_to_midi(MODEL, backend="llamacpp", gguf=f32_path)
+    m = load_model(MODEL, backend="llamacpp", gguf=f32_path)
     assert m.backend == "llamacpp" and m.layout.music_offset == 2048
     gens = generate(m, "A slow piano piece.", GenerateOptions(seed=2, max_tokens=900, seconds=150, n=1))
     g = gens[0]
@@ -106,7 +107,7 @@ def test_a_gguf_of_another_model_is_refused(tmp_path):
     assert d.n_vocab == len(tok)
     d.close()
     with pytest.raises(ValueError, match="converted from another model"):
-        load_text_to_midi(MODEL, backend="llamacpp", gguf=other)
+        load_model(MODEL, backend="llamacpp", gguf=other)
 
 
 def test_cli_backend_llamacpp_and_clear_errors(tmp_path, f32_path, capsys):

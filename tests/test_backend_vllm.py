@@ -46,8 +46,8 @@ def _decode_loop(m, prompt, stop_id: int, max_steps: int, mask):
     step_input = torch.tensor([ids])
     with torch.no_grad():
         for _ in range(max_steps):
-            res = m.model(input_ids=step_input, past_key_values=past, use_cache=True)
-            past, logits = res.past_key_values, res.logits[:, -1, :].float().clone()
+            res = m.model(input_ids=step_input, cache=past, use_cache=True)
+            past, logits = res.cache, res.logits[:, -1, :].float().clone()
             mask(logits, ids, out)
             tok = int(logits[0].argmax())
             out.append(tok)
@@ -288,10 +288,10 @@ def test_parse_output_drops_the_stop_id_and_partial_events():
                     reason="needs vLLM and a CUDA GPU")
 @needs_model
 def test_real_vllm_generates_valid_constrained_music(tmp_path):
+    from midilm.generate.load import load_model
     from midilm.generate.pipeline import GenerateOptions, generate
-    from midilm.models.midi_llm import load_text_to_midi
 
-    m = load_text_to_midi(MODEL, backend="vllm", gpu_memory_utilization=0.3, enforce_eager=True)
+    m = load_model(MODEL, backend="vllm", gpu_memory_utilization=0.3, enforce_eager=True)
     gens = generate(m, "A calm piano and violin duet at 90 bpm.",
                     GenerateOptions(seed=0, max_tokens=600, seconds=60, n=3))
     assert len(gens) == 3

@@ -16,7 +16,7 @@ from midilm.generate.grammar import GrammarConfig  # noqa: E402
 from midilm.generate.sampler import SamplingConfig, filter_logits, music_seconds, sample_music  # noqa: E402
 from midilm.models.midi_llm import load_text_to_midi  # noqa: E402
 from midilm.models.tokenizer import train_text_tokenizer  # noqa: E402
-from midilm.models.vocab import MIDI_LLM_PROMPT  # noqa: E402
+from midilm.models.vocab import MIDI_LLM_PROMPT, MusicLayout  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def midi_llm_layout_model(tmp_path_factory):
                                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(cfg).save_pretrained(out)
+    MusicLayout(128256).save(out)  # the tokenizer here is tiny: only a manifest can place the music ids
     return load_text_to_midi(out)
 
 
@@ -121,10 +122,10 @@ def test_fast_nucleus_equals_the_full_sort(seed):
 
 
 def test_draw_follows_the_distribution():
-    from midilm.generate.sampler import _draw
+    from midilm.generate.sampler import draw
 
     rng = np.random.default_rng(0)
     logits = np.log(np.array([0.5, 0.3, 0.2, 1e-9]))
-    counts = np.bincount([_draw(logits, 10, SamplingConfig(top_p=1.0), rng) - 10 for _ in range(4000)],
+    counts = np.bincount([draw(logits, 10, SamplingConfig(top_p=1.0), rng) - 10 for _ in range(4000)],
                          minlength=4)
     assert np.allclose(counts / 4000, [0.5, 0.3, 0.2, 0.0], atol=0.03)

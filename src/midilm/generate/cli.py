@@ -6,26 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 1
+from midilm.cli_common import CliError
+from midilm.generate.load import default_model_path
+
+__all__ = ["default_model_path", "register"]
 
 
-def default_model_path() -> Path:
-    """The text-to-MIDI model shipped inside the package."""
-    return Path(__file__).resolve().parents[1] / "data" / "models" / "midilm-t2m-tiny"
-
-
-def _load(args):
-    from midilm.cli import CliError
-    from midilm.models.midi_llm import load_text_to_midi
-
-    path = Path(args.model) if args.model else default_model_path()
-    if not path.is_dir():
-        hint = "" if args.model else " (no default model is shipped in this install: pass --model DIR)"
-        raise FileNotFoundError(f"model directory not found: {path}{hint}")
+def load_for_args(args):
+    """The model of `--model`/`--backend`/`--gguf`/`--device`/`--threads` (the shipped one by default)."""
     import torch
 
+    from midilm.generate.load import load_model
+
     torch.set_num_threads(args.threads)
-    # other commands (midilm eval generate) share this loader without the backend options
     backend, gguf = getattr(args, "backend", "transformers"), getattr(args, "gguf", None)
     options = {}
     if backend == "llamacpp":
@@ -33,7 +26,7 @@ def _load(args):
     elif gguf:
         raise CliError("--gguf is for --backend llamacpp")
     try:
-        return load_text_to_midi(path, device=args.device, backend=backend, **options)
+        return load_model(args.model, backend=backend, device=args.device, **options)
     except ImportError as e:  # an optional backend that is not installed: say how to get it
         raise CliError(str(e)) from None
 
@@ -45,37 +38,50 @@ def _options(args):
         seed=args.seed, max_tokens=args.max_tokens, seconds=args.seconds, bpm=args.bpm, time_signature=args.meter,
         instruments=[w for w in args.instruments.split(",") if w.strip()] if args.instruments else None,
         n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        constrained=not args.no_constraints,
-    )
+        constrained=not args.no_constraints, preset=args.preset,
+    ).with_preset()
 
 
-def _given_parts(args) -> tuple[list[int], list[int]]:
-    """AMT context (a file to continue) and controls (a melody to accompany)."""
+def _given(args) -> dict:
+    """The piece to continue (its notes, tempo map and AMT events, whole) or the melody to accompany."""
     from midilm.codecs.amt.encode import encode_midi
     from midilm.codecs.amt.lines import as_controls
-    from midilm.codecs.amt.vocab import MAX_TIME
+    from midilm.music.midi_io import read_midi
 
-    context: list[int] = []
-    controls: list[int] = []
+    if args.continue_from and args.melody:
+        raise CliError("--continue and --melody cannot be combined")
     if args.continue_from:
-        events = encode_midi(args.continue_from)
-        # keep the last minute at most: the model sees one 100 s window
-        last = max(events[0::3])
-        start = max(0, last - 6000)
-        trip = [events[i : i + 3] for i in range(0, len(events), 3) if events[i] >= start]
-        context = [x for t in trip for x in (t[0] - start, t[1], t[2])]
+        return {"given": read_midi(args.continue_from), "context": encode_midi(args.continue_from)}
     if args.melody:
-        events = encode_midi(args.melody)
-        events = [x for i in range(0, len(events), 3) if events[i] < MAX_TIME for x in events[i : i + 3]]
-        controls = as_controls(events)
-    return context, controls
+        return {"given": read_midi(args.melody), "controls": as_controls(encode_midi(args.melody))}
+    return {}
+
+
+def read_prompts_file(path: str | Path) -> list[tuple[str, str]]:
+    """(id, prompt) of each line of a JSONL file of {"id", "prompt"}; ids must be usable as file names."""
+    import json
+
+    items, seen = [], set()
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}:{n}: not valid JSON") from None
+        if not isinstance(obj, dict) or "id" not in obj or "prompt" not in obj:
+            raise ValueError(f"{path}:{n}: each line needs \"id\" and \"prompt\"")
+        pid = str(obj["id"])
+        if not pid or "/" in pid or "\\" in pid or pid.startswith(".") or pid in seen:
+            raise ValueError(f"{path}:{n}: id {pid!r} is empty, a duplicate or not a file name")
+        seen.add(pid)
+        items.append((pid, str(obj["prompt"])))
+    return items
 
 
 def _prompts(args) -> list[tuple[str, str]]:
     if args.prompts:
-        from midilm.evaluate.generation import read_prompts
-
-        return [(str(item["id"]), str(item["prompt"])) for item in read_prompts(args.prompts)]
+        return read_prompts_file(args.prompts)
     if args.prompt is None:
         raise ValueError("give a PROMPT or --prompts PROMPTS.jsonl")
     return [("", args.prompt)]
@@ -86,12 +92,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     prompts = _prompts(args)
     options = _options(args)
-    model = _load(args)
-    context, controls = _given_parts(args)
+    given = _given(args)
+    model = load_for_args(args)
     out = Path(args.output)
     for pid, prompt in prompts:
         target = out / f"{pid}.mid" if args.prompts else out
-        gens = generate(model, prompt, options, context, controls)
+        gens = generate(model, prompt, options, **given)
+        if gens:
+            print(f"midilm: {gens[0].settings['instruments_notice']}", file=sys.stderr)
         for gen, path in zip(gens, output_paths(target, len(gens))):
             files = write_generation(gen, path, wav=args.wav, png=args.png)
             s = gen.settings
@@ -128,8 +136,9 @@ def _positive(kind):
 
 
 def register(sub) -> None:
-    from midilm.cli import _bpm, _meter
+    from midilm.cli_common import bpm, meter
     from midilm.generate.backends import BACKENDS
+    from midilm.generate.pipeline import PRESETS
     from midilm.models.gguf import GGUF_HEADS, GGUF_TYPES
 
     p = sub.add_parser("generate", help="write MIDI from a text description")
@@ -139,9 +148,10 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="PATH", help="model directory (default: the shipped midilm-t2m-tiny)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-tokens", type=_positive(int), default=2046, help="new music tokens (3 per note)")
-    p.add_argument("--seconds", type=_positive(float), default=None, help="stop after this much music")
-    p.add_argument("--bpm", type=_bpm, default=None, help="tempo grid (default: the prompt's, else estimated)")
-    p.add_argument("--meter", type=_meter, default=None, help="time signature, e.g. 3/4")
+    p.add_argument("--seconds", type=_positive(float), default=None,
+                   help="seconds of new music (a piece given to --continue does not count)")
+    p.add_argument("--bpm", type=bpm, default=None, help="tempo grid (default: the prompt's, else estimated)")
+    p.add_argument("--meter", type=meter, default=None, help="time signature, e.g. 3/4")
     p.add_argument("--instruments", default=None, help="comma-separated allow-list, e.g. piano,violin,drums")
     p.add_argument("--n", type=_positive(int), default=1, help="samples per prompt")
     p.add_argument("--temperature", type=_positive(float), default=1.0)
@@ -150,6 +160,9 @@ def register(sub) -> None:
     p.add_argument("--continue", dest="continue_from", metavar="FILE.mid", help="continue this piece")
     p.add_argument("--melody", metavar="MELODY.mid", help="accompany this melody (AMT anticipation)")
     p.add_argument("--no-constraints", action="store_true", help="sample without the grammar (for comparison)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="midi-llm: sample exactly as MIDI-LLM's release does (temperature 1.0, top-p 0.98, 2,046 "
+                        "tokens, any music id, no grammar), for like-for-like comparisons; overrides those options")
     p.add_argument("--wav", action="store_true", help="also render audio with FluidSynth")
     p.add_argument("--png", action="store_true", help="also draw a piano roll")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")

@@ -143,6 +143,18 @@ class AmtGrammar:
         self.onset_notes.append(idx)
         self.note_mask[idx] = False
 
-    def shift(self, dt: int) -> None:
-        """Move the state's clock back by `dt` ticks (the sliding window re-zeroes the context)."""
-        self.time -= dt
+    def follow(self, amt_id: int) -> None:
+        """Consume a given id (context, or an unconstrained sample) without enforcing the rules, but with the
+        clock and the sounding notes moved as `advance` would: a context may hold rests longer than
+        `max_gap` or instruments outside the allow-list. An id of another slot only moves the slot on."""
+        if self.slot == TIME:
+            if 0 <= amt_id < DUR_OFFSET and amt_id != self.time:
+                self._new_onset(amt_id)
+            self.slot = DURATION
+        elif self.slot == DURATION:
+            self.slot = NOTE
+        else:
+            idx = amt_id - NOTE_OFFSET
+            if 0 <= idx < N_NOTE_IDS:
+                self._add_note(idx)
+            self.slot = TIME

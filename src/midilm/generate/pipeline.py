@@ -1,9 +1,14 @@
-"""Text -> MIDI files: read what the prompt asks for, sample, decode on a tempo grid, write the outputs.
+"""Text -> MIDI files: read what the prompt asks for, plan the samples, run them, decode, write the outputs.
 
-Instruments and tempo named in the prompt become constraints (an instrument allow-list) and the output
-grid; explicit options override them. The output is lined up to a tempo: the option, else the prompt's,
-else one estimated from the generated notes. Beside each MIDI file go the tokens and a JSON sidecar of
-the settings, and on request a WAV (FluidSynth) and a piano-roll PNG.
+Instruments and tempo named in the prompt become constraints (an instrument allow-list, or a deny-list
+when the prompt rules instruments out) and the output grid; explicit options override them. Every request
+(`generate` here, `generate_many` for the server's batches) becomes a `schedule.Job` whose samples are
+written window by window by the one engine, so a request gets the same tokens however it arrives.
+
+A given piece (`given`: a piece to continue, or the melody to accompany) keeps its notes, tempo map and
+meter: the new notes are placed on its clock. Otherwise the output is lined up to a tempo: the option,
+else the prompt's, else one estimated from the generated notes. Beside each MIDI file go the tokens and
+a JSON sidecar of the settings, and on request a WAV (FluidSynth) and a piano-roll PNG.
 """
 
 from __future__ import annotations
@@ -11,13 +16,25 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from midilm.codecs.amt.decode import DecodeReport, decode_tokens
+import numpy as np
+
+from midilm.codecs.amt.decode import (
+    DEFAULT_VELOCITY,
+    DecodedNotes,
+    DecodeReport,
+    limit_instruments,
+    notes_to_piece,
+    parse_events,
+)
+from midilm.codecs.amt.vocab import ANTICIPATE, CONTROL_OFFSET, MAX_TIME, TIME_RESOLUTION
 from midilm.generate.grammar import GrammarConfig
-from midilm.generate.sampler import SamplingConfig, music_seconds
-from midilm.music.gm import program_from_word, programs_in_text
+from midilm.generate.sampler import SamplingConfig, row_seeds
+from midilm.generate.schedule import Job, Sample, run_jobs
+from midilm.music.gm import DRUMS, plain_name, program_from_word, program_name
 
 # a representative bpm for each tempo word a prompt may use (the middle of its Italian bin)
 TEMPO_WORD_BPM = {
@@ -29,18 +46,79 @@ _BPM = re.compile(r"(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats per minute|beats a minute
 _WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, TEMPO_WORD_BPM), key=len, reverse=True)) + r")\b",
                    re.IGNORECASE)
 _METER = re.compile(r"\b(\d{1,2})/(2|4|8|16)\b")
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*", re.IGNORECASE)
+NEGATORS = frozenset({"without", "no", "not", "nor", "excluding", "except", "minus", "sans"})
+LIST_WORDS = frozenset({"or", "nor", "and"})  # "without drums or bass": both ruled out
+CLAUSE_WORDS = frozenset({"with", "but", "featuring", "plus", "just", "only", "then", "over", "under"})
+MAX_FILLER = 2  # words allowed between a negation and its instrument ("without any heavy drums")
+
+MAX_SECONDS = 1800.0  # a piece without a requested length stops at its token budget or here
+PRESETS = {
+    # MIDI-LLM's release: temperature 1.0, top-p 0.98, 2,046 new tokens, any music id, no grammar
+    "midi-llm": {"temperature": 1.0, "top_p": 0.98, "top_k": 0, "max_tokens": 2046, "constrained": False,
+                 "seconds": None, "use_prompt_instruments": False, "instruments": None},
+}
 
 
 @dataclass
 class PromptControls:
-    instruments: list[int] = field(default_factory=list)
+    instruments: list[int] = field(default_factory=list)  # named and not ruled out, in order of mention
+    excluded: list[int] = field(default_factory=list)  # ruled out ("without drums", "no guitar", "drum-free")
     bpm: float | None = None
     time_signature: tuple[int, int] | None = None
 
 
+def _mentions(prompt: str) -> list[tuple[int, int, int, bool]]:
+    """(first word, last word, program, ruled out) of each instrument named in a prompt, longest phrase first."""
+    words = [m.group(0).lower() for m in _TOKEN.finditer(prompt)]
+    seps = [prompt[a.end() : b.start()] for a, b in zip(_TOKEN.finditer(prompt), list(_TOKEN.finditer(prompt))[1:])]
+    free = [w.endswith("-free") for w in words]
+    words = [w[: -len("-free")] if f else w for w, f in zip(words, free)]
+    out: list[tuple[int, int, int, bool]] = []
+    i = 0
+    while i < len(words):
+        for n in (3, 2, 1):
+            phrase = " ".join(words[i : i + n])
+            if len(words[i : i + n]) < n or phrase.isdigit():
+                continue
+            # "bass" or "violins" alone, not "b" or "fast"; the phrase must not run over a clause break
+            if any(re.search(r"[.;:!?()]", sep) for sep in seps[i : i + n - 1]):
+                continue
+            try:
+                program = program_from_word(phrase)
+            except ValueError:
+                continue
+            end = i + n - 1
+            out.append((i, end, program, free[end]))  # "drum-free"; not "guitar free jazz"
+            i = end
+            break
+        i += 1
+    # a negation rules out the instrument that follows it (a few words later at most, in the same clause),
+    # and the ones listed after that one with "or", "nor" or "and"
+    negated = [False] * len(out)
+    for k, (first, _, _, _) in enumerate(out):
+        prev_end = out[k - 1][1] if k else -1
+        gap = words[prev_end + 1 : first]
+        breaks = [re.search(r"[.;:!?()]", s) for s in seps[prev_end + 1 if prev_end >= 0 else 0 : first]]
+        neg_at = max((j for j, w in enumerate(gap) if w in NEGATORS), default=None)
+        if neg_at is not None:
+            between = gap[neg_at + 1 :]
+            if len(between) <= MAX_FILLER and not CLAUSE_WORDS & set(between) and not any(breaks[neg_at:]):
+                negated[k] = True
+        elif k and negated[k - 1] and len(gap) == 1 and gap[0] in LIST_WORDS and not any(breaks):
+            negated[k] = True
+    return [(a, b, p, r or neg) for (a, b, p, r), neg in zip(out, negated)]
+
+
 def read_prompt(prompt: str) -> PromptControls:
-    """Instruments, tempo and meter a prompt names ("a 90 bpm waltz in 3/4 for violin and piano")."""
-    controls = PromptControls(instruments=programs_in_text(prompt))
+    """Instruments, tempo and meter a prompt names ("a 90 bpm waltz in 3/4 for violin and piano"), with the
+    instruments it rules out ("without drums", "no guitar", "a drum-free ballad") kept apart."""
+    controls = PromptControls()
+    for _, _, program, ruled_out in _mentions(prompt):
+        target = controls.excluded if ruled_out else controls.instruments
+        if program not in target:
+            target.append(program)
+    controls.instruments = [p for p in controls.instruments if p not in controls.excluded]
     m = _BPM.search(prompt)
     if m and 20 <= float(m.group(1)) <= 400:
         controls.bpm = float(m.group(1))
@@ -60,7 +138,7 @@ def read_prompt(prompt: str) -> PromptControls:
 class GenerateOptions:
     seed: int | None = None
     max_tokens: int = 2046
-    seconds: float | None = None
+    seconds: float | None = None  # of new music (a continuation's given part does not count)
     bpm: float | None = None
     time_signature: tuple[int, int] | None = None
     instruments: list[str] | None = None  # words or GM numbers; overrides the prompt's
@@ -71,6 +149,72 @@ class GenerateOptions:
     max_notes_per_onset: int = 16
     constrained: bool = True
     use_prompt_instruments: bool = True
+    preset: str | None = None
+
+    def with_preset(self) -> GenerateOptions:
+        """These options with the preset's settings applied (the preset wins)."""
+        if self.preset is None:
+            return self
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
+        return replace(self, **PRESETS[self.preset])
+
+
+@dataclass
+class InstrumentChoice:
+    """What the grammar allows, and why, for the sidecar and the one-line notice."""
+
+    allowed: list[int] | None  # allow-list of programs; None: every program not in `excluded`
+    excluded: list[int]
+    source: str  # "option", "prompt", "prompt rules out" or "none"
+
+    @property
+    def grammar_list(self) -> list[int] | None:
+        if self.allowed is not None:
+            return self.allowed
+        if self.excluded:
+            return [p for p in range(DRUMS + 1) if p not in self.excluded]
+        return None
+
+    def notice(self) -> str:
+        names = lambda ps: ", ".join(plain_name(p) for p in ps)  # noqa: E731
+        if self.source == "option":
+            return f"instruments: {names(self.allowed)} (--instruments)"
+        if self.source == "prompt":
+            return f"instruments: {names(self.allowed)} (named in the prompt)"
+        if self.source == "prompt rules out":
+            return f"instruments: any but {names(self.excluded)} (the prompt rules them out)"
+        if self.source == "preset":
+            return "instruments: any (preset: no grammar)"
+        return "instruments: any (the prompt names none)"
+
+    def as_dict(self) -> dict:
+        return {"instruments": self.allowed, "instruments_excluded": self.excluded,
+                "instruments_source": self.source, "instruments_notice": self.notice()}
+
+
+def choose_instruments(controls: PromptControls, options: GenerateOptions) -> InstrumentChoice:
+    """Explicit --instruments first; else the prompt's: what it names (minus what it rules out) when it rules
+    nothing out, and everything but what it rules out when it does (a prompt that excludes instruments
+    describes the piece, it does not list every instrument it wants)."""
+    if options.instruments:
+        return InstrumentChoice([program_from_word(w) for w in options.instruments], [], "option")
+    if not options.constrained:
+        return InstrumentChoice(None, [], "preset" if options.preset else "none")
+    if not options.use_prompt_instruments:
+        return InstrumentChoice(None, [], "none")
+    if controls.excluded:
+        return InstrumentChoice(None, list(controls.excluded), "prompt rules out")
+    if controls.instruments:
+        return InstrumentChoice(list(controls.instruments), [], "prompt")
+    return InstrumentChoice(None, [], "none")
+
+
+def resolve_settings(prompt: str, options: GenerateOptions) -> tuple[list[int] | None, float | None, tuple | None]:
+    """The instrument allow-list, bpm and meter to use: explicit options first, then the prompt."""
+    controls = read_prompt(prompt)
+    choice = choose_instruments(controls, options)
+    return choice.grammar_list, options.bpm or controls.bpm, options.time_signature or controls.time_signature
 
 
 @dataclass
@@ -81,16 +225,22 @@ class Generation:
     settings: dict
 
 
-def resolve_settings(prompt: str, options: GenerateOptions) -> tuple[list[int] | None, float | None, tuple | None]:
-    """The instrument allow-list, bpm and meter to use: explicit options first, then the prompt."""
-    controls = read_prompt(prompt)
-    if options.instruments:
-        instruments = [program_from_word(w) for w in options.instruments]
-    elif options.use_prompt_instruments and controls.instruments:
-        instruments = controls.instruments
-    else:
-        instruments = None
-    return instruments, options.bpm or controls.bpm, options.time_signature or controls.time_signature
+@dataclass
+class Request:
+    """One prompt to sample: its options, and optionally a piece to continue or a melody to accompany.
+
+    `given` is the Piece whose notes, tempo map and meter the output keeps (the piece to continue, or the
+    melody); `context` its AMT events (absolute times) for continuation, `controls` the melody's AMT
+    control triplets for accompaniment. `context` without `given` (events alone) is decoded with the new
+    music on the output's tempo grid. `stop()` says the caller no longer waits."""
+
+    prompt: str
+    options: GenerateOptions = field(default_factory=GenerateOptions)
+    context: Sequence[int] = ()
+    controls: Sequence[int] = ()
+    given: object | None = None
+    stop: Callable[[], bool] | None = None
+    processors: Sequence = ()
 
 
 def estimate_bpm(piece) -> float | None:
@@ -103,115 +253,154 @@ def estimate_bpm(piece) -> float | None:
     return float(bpm) if 30 <= bpm <= 300 else None
 
 
-def generate(model, prompt: str, options: GenerateOptions | None = None, context: list[int] = (),
-             controls: list[int] = ()) -> list[Generation]:
-    """Sample `options.n` pieces for a prompt with a loaded TextToMidiModel (on whichever backend it was loaded)."""
-    options = options or GenerateOptions()
-    if len(prompt) > 4000:
-        raise ValueError(f"prompt is {len(prompt)} characters, over the 4000 limit")
-    instruments, bpm, meter = resolve_settings(prompt, options)
-    grammar = GrammarConfig.make(instruments, max_notes_per_onset=options.max_notes_per_onset)
+@dataclass
+class _Plan:
+    request: Request
+    options: GenerateOptions
+    choice: InstrumentChoice
+    bpm: float | None
+    meter: tuple[int, int] | None
+    seed: int
+    job: Job
+
+
+def _plan(model, req: Request) -> _Plan:
+    options = req.options.with_preset()
+    if len(req.prompt) > 4000:
+        raise ValueError(f"prompt is {len(req.prompt)} characters, over the 4000 limit")
+    if req.context and req.controls:
+        raise ValueError("a piece to continue and a melody to accompany cannot be combined")
     sampling = SamplingConfig(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k,
                               max_new_tokens=options.max_tokens, seconds=options.seconds, n=options.n,
                               seed=options.seed, constrained=options.constrained)
-    prompt_ids = model.prompt_ids(prompt)
-    if controls:
-        from midilm.codecs.amt.vocab import ANTICIPATE
-
+    sampling.validate()
+    controls = read_prompt(req.prompt)
+    choice = choose_instruments(controls, options)
+    grammar = GrammarConfig.make(choice.grammar_list, max_notes_per_onset=options.max_notes_per_onset)
+    prompt_ids = model.prompt_ids(req.prompt)
+    if req.controls:
         prompt_ids = prompt_ids[:-1] + [model.layout.music_id(ANTICIPATE)]
+    context = [int(t) for t in req.context]
+    start = max(context[0::3], default=0)
+    seconds = options.seconds if options.seconds is not None else MAX_SECONDS
+    end = start + int(round(seconds * TIME_RESOLUTION)) - (0 if context else 1)
+    if req.controls:  # the whole melody is accompanied, however long it is
+        end = max(end, max(t - CONTROL_OFFSET for t in req.controls[0::3]) + TIME_RESOLUTION)
+    if not options.constrained:
+        end = MAX_TIME - 1  # MIDI-LLM's own sampling: one sequence, no windows
+    seed, seeds = row_seeds(options.seed, options.n)
+    job = Job(prompt_ids, sampling, grammar, seeds, start, end, context, [int(t) for t in req.controls],
+              processors=tuple(req.processors), stop=req.stop)
+    return _Plan(req, options, choice, options.bpm or controls.bpm, options.time_signature or controls.time_signature,
+                 seed, job)
+
+
+def generate_many(model, requests: list[Request]) -> list[list[Generation]]:
+    """Every request's samples, all in one batch per window (`schedule.run_jobs`), decoded on their grids."""
+    plans = [_plan(model, r) for r in requests]
     t0 = time.perf_counter()
-    if not options.seconds or options.seconds > WINDOW_SECONDS:
-        # without a length in seconds, windows follow one another until the token budget is spent
-        from dataclasses import replace as _replace
-
-        long_sampling = _replace(sampling, seconds=options.seconds or MAX_SECONDS)
-        result = sample_long(model, prompt_ids, long_sampling, grammar, list(context), list(controls))
-    else:
-        result = model.sample(prompt_ids, sampling, grammar, context, controls)
+    samples = run_jobs(model.model, [p.job for p in plans], model.layout.music_offset,
+                       getattr(model, "max_positions", None), getattr(model, "stop_id", None))
     elapsed = time.perf_counter() - t0
-    out = []
-    for k, tokens in enumerate(result.tokens):
-        full = list(context) + tokens
-        chosen_bpm = bpm
-        if chosen_bpm is None:
-            rough, _ = decode_tokens(full)
-            chosen_bpm = estimate_bpm(rough) or 120.0
-        piece, report = decode_tokens(full, bpm=chosen_bpm, time_signature=meter or (4, 4))
-        settings = {
-            "prompt": prompt, "model": model.path, "backend": model.backend, "sample": k, "seed": options.seed,
-            "n": options.n,
-            "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
-            "max_tokens": options.max_tokens, "seconds": options.seconds, "constrained": options.constrained,
-            "instruments": instruments, "bpm": round(chosen_bpm, 2),
-            "bpm_source": "option" if options.bpm else "prompt" if bpm else "estimated",
-            "time_signature": f"{(meter or (4, 4))[0]}/{(meter or (4, 4))[1]}", "tokens": len(tokens),
-            "notes": len(piece), "music_seconds": round(music_seconds(full), 2),
-            "generation_seconds": round(elapsed, 3), "stop_reason": result.stop_reasons[k],
-            "decode": report.as_dict(),
-        }
-        out.append(Generation(piece, tokens, report, settings))
-    return out
+    return [[_finish(model, plan, k, s, elapsed) for k, s in enumerate(out)] for plan, out in zip(plans, samples)]
 
 
-WINDOW_SECONDS = 95.0  # one AMT sequence spans 100 s
-MAX_SECONDS = 1800.0  # a piece without a requested length stops at its token budget or here
-KEEP_SECONDS = 45.0  # context carried into the next window
+def generate(model, prompt: str, options: GenerateOptions | None = None, context: Sequence[int] = (),
+             controls: Sequence[int] = (), given=None, processors: Sequence = ()) -> list[Generation]:
+    """Sample `options.n` pieces for a prompt with a loaded TextToMidiModel (on whichever backend it was
+    loaded); `context`, `controls` and `given` as in `Request`."""
+    req = Request(prompt, options or GenerateOptions(), context, controls, given, processors=processors)
+    return generate_many(model, [req])[0]
 
 
-def _shift(events: list[int], dt: int) -> list[int]:
-    """Add `dt` ticks to the time of each triplet (events or controls)."""
-    out = list(events)
-    out[0::3] = [t + dt for t in out[0::3]]
-    return out
+def _merge(total: DecodeReport, part: DecodeReport) -> None:
+    for f in fields(DecodeReport):
+        a, b = getattr(total, f.name), getattr(part, f.name)
+        if f.name == "segments":
+            continue
+        setattr(total, f.name, a + b)
 
 
-def sample_long(model, prompt_ids, sampling: SamplingConfig, grammar: GrammarConfig, context: list[int],
-                controls: list[int]):
-    """Generate past 100 s with a sliding window, as AMT does: each window starts with the last
-    KEEP_SECONDS of music re-zeroed as context, and its new events are shifted back into place."""
-    from dataclasses import replace
+def _new_notes(plan: _Plan, sample: Sample, report: DecodeReport) -> DecodedNotes:
+    """The sample's new notes on the absolute clock, window by window: each window's ids are parsed as they
+    were sampled (window-relative, so nothing folds) and moved by the window's start. Forced melody controls
+    are left out: the melody's notes come from the given piece, each exactly once."""
+    parts = []
+    for offset, ids in sample.windows:
+        if plan.options.constrained:
+            trip = [ids[i : i + 3] for i in range(0, len(ids) - len(ids) % 3, 3)]
+            ids = [x for t in trip if t[0] < CONTROL_OFFSET for x in t]
+        part = DecodeReport()
+        notes = parse_events(ids, part)
+        _merge(report, part)
+        parts.append(DecodedNotes(notes.start + offset, notes.duration, notes.instrument, notes.pitch))
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts]) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return DecodedNotes(cat("start"), cat("duration"), cat("instrument"), cat("pitch"))
 
-    from midilm.codecs.amt.vocab import ATIME_OFFSET, CONTROL_OFFSET, DRUMS, MAX_TIME, NOTE_OFFSET
-    from midilm.generate.sampler import SampleResult
 
-    total = int(sampling.seconds * 100)
-    results, reasons, steps = [], [], 0
-    for k in range(sampling.n):
-        produced: list[int] = list(context)  # absolute times
-        new_count, offset, reason = 0, 0, ""
-        seed = None if sampling.seed is None else sampling.seed + k
-        window_grammar = grammar
-        while True:
-            # events only: controls are re-interleaved for each window from `controls`
-            trip = [produced[i : i + 3] for i in range(0, len(produced), 3) if produced[i + 2] < CONTROL_OFFSET]
-            window = [x for t in trip if t[0] >= offset for x in _shift(t, -offset)]
-            win_controls = [x for i in range(0, len(controls), 3)
-                            if offset <= controls[i] - ATIME_OFFSET < offset + MAX_TIME
-                            for x in _shift(controls[i : i + 3], -offset)]
-            left = total - offset
-            cfg = replace(sampling, n=1, seed=seed, seconds=min(left, MAX_TIME - 1) / 100.0,
-                          max_new_tokens=max(sampling.max_new_tokens - new_count, 3))
-            r = model.sample(prompt_ids, cfg, window_grammar, window, win_controls)
-            steps += r.steps
-            new = r.tokens[0]
-            produced += _shift(new, offset)
-            new_count += len(new)
-            reason = r.stop_reasons[0]
-            last = max((t[0] for t in trip), default=0)
-            last = max([last] + [t + offset for t, n in zip(new[0::3], new[2::3]) if n < CONTROL_OFFSET])
-            if not new or reason == "max tokens" or left < MAX_TIME or last + 100 >= total:
-                break
-            offset = max(last - int(KEEP_SECONDS * 100), offset + 100)
-            # the next window sees only recent music: keep it to the instruments already used once full
-            used = {(t[2] - NOTE_OFFSET) // 128 for t in trip}
-            used |= {(n - NOTE_OFFSET) // 128 for n in new[2::3] if n < CONTROL_OFFSET}
-            if len(used - {DRUMS}) >= grammar.max_melodic:
-                allowed = used | {DRUMS} if grammar.instruments is None else used | (grammar.instruments & {DRUMS})
-                window_grammar = replace(grammar, instruments=frozenset(allowed))
-            seed = None if seed is None else seed + 1000
-        results.append(produced[len(context):])
-        reasons.append(reason)
-    return SampleResult(results, steps, reasons)
+def _finish(model, plan: _Plan, k: int, sample: Sample, elapsed: float) -> Generation:
+    req, options = plan.request, plan.options
+    report = DecodeReport()
+    notes = _new_notes(plan, sample, report)
+    given = req.given
+    if given is not None:
+        piece = _on_given_clock(given, notes)
+        bpm, bpm_source = float(given.bpm), "given piece"
+        meter = given.time_signature
+        meter = (meter.numerator, meter.denominator)
+    else:
+        if req.context:  # events alone: decoded on the grid with the new music
+            ctx = parse_events(list(req.context), DecodeReport())
+            notes = DecodedNotes(*(np.concatenate([getattr(ctx, f), getattr(notes, f)])
+                                   for f in ("start", "duration", "instrument", "pitch")))
+        notes, _ = limit_instruments(notes, report)
+        meter = plan.meter or (4, 4)
+        bpm, bpm_source = plan.bpm, "option" if options.bpm else "prompt" if plan.bpm else "estimated"
+        if bpm is None:
+            rough = notes_to_piece(notes, np.full(len(notes.pitch), DEFAULT_VELOCITY), 120.0, meter, 480,
+                                   DecodeReport(), snap=False)
+            bpm = estimate_bpm(rough) or 120.0
+        piece = notes_to_piece(notes, np.full(len(notes.pitch), DEFAULT_VELOCITY), bpm, meter, 480, report)
+    report.notes = len(notes.pitch)
+    tokens = list(sample.events) if options.constrained else [t for _, w in sample.windows for t in w]
+    settings = {
+        "prompt": req.prompt, "model": model.path, "backend": getattr(model, "backend", "transformers"), "sample": k,
+        "seed": options.seed, "seed_used": plan.seed, "n": options.n, "preset": options.preset,
+        "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k,
+        "max_tokens": options.max_tokens, "seconds": options.seconds, "constrained": options.constrained,
+        **plan.choice.as_dict(), "bpm": round(bpm, 2), "bpm_source": bpm_source,
+        "time_signature": f"{meter[0]}/{meter[1]}", "tokens": sample.tokens, "windows": len(sample.windows),
+        "notes": len(piece), "new_notes": len(notes.pitch) if given is not None else None,
+        "music_seconds": round(float(piece.duration), 2),
+        "generation_seconds": round(elapsed, 3), "stop_reason": sample.reason, "decode": report.as_dict(),
+    }
+    return Generation(piece, tokens, report, settings)
+
+
+def _on_given_clock(given, notes: DecodedNotes):
+    """The given piece with the new notes added on its own tempo map (their times are in 10 ms ticks)."""
+    from midilm.music.piece import Piece, Track
+
+    tm = given.tempo_map
+    start = np.round(tm.ticks_at(notes.start / TIME_RESOLUTION)).astype(np.int64)
+    end = np.maximum(np.round(tm.ticks_at((notes.start + notes.duration) / TIME_RESOLUTION)).astype(np.int64),
+                     start + 1)
+    tracks = list(given.tracks)
+    track_of = {}
+    for i, t in enumerate(tracks):
+        track_of.setdefault(t.program, i)
+    new_track = []
+    for p in notes.instrument.tolist():
+        if p not in track_of:
+            track_of[p] = len(tracks)
+            tracks.append(Track(program_name(p), p))
+        new_track.append(track_of[p])
+    cat = lambda a, b: np.concatenate([np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)])  # noqa: E731
+    return Piece(given.ticks_per_beat, cat(given.start_tick, start), cat(given.end_tick, end),
+                 cat(given.pitch, notes.pitch), cat(given.velocity, np.full(len(start), DEFAULT_VELOCITY)),
+                 cat(given.program, notes.instrument), cat(given.track, new_track), tracks=tracks,
+                 tempo_map=tm, time_signatures=list(given.time_signatures),
+                 key_signatures=list(given.key_signatures))
 
 
 def output_paths(out: Path, n: int) -> list[Path]:

@@ -1,24 +1,20 @@
-"""Grammar-constrained sampling of AMT music, one loop for every backend that can score a next token.
+"""The sampling rules every backend shares: settings, the next-token filter and draw, one sequence's grammar.
 
-nanoGPT-style: run the prompt once, then one token per step for all samples of the batch. The loop
-asks each sequence's `MusicSequence` what may come next (a block of ids, a note mask, or one forced
-id), asks the backend for the logits of that block only, applies temperature, top-k and top-p and
-draws one id. What differs between backends is only how they score: a `Decoder` runs the prompt
-(`start`), appends one id per sequence (`feed`) and returns the next-token logits of a sequence for an
-id range (`logits`); see `backends/transformers.py` and `backends/llamacpp.py`. vLLM runs its own loop
-and applies the same `MusicSequence` rules from a logits processor (`backends/vllm.py`).
+`MusicSequence` is one sample being written: what may come next (a block of ids, a note mask, or one
+forced id), and the id chosen. The loop that steps a batch of such rows over a model lives in
+`generate/engine.py`; vLLM applies the same `MusicSequence` rules from its logits processor
+(`backends/vllm.py`).
 
 The grammar: only music ids, the slot order, non-decreasing time, the instrument allow-list, at most 15
 melodic instruments, a cap on notes per onset. Anticipated controls (a melody to accompany) are forced
 into the sequence 5 s ahead of their time, as AMT was trained. A sequence stops at `max_new_tokens`,
-at `seconds` of music, or when the grammar has nothing left.
+at the end of its window, or when the grammar has nothing left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -113,12 +109,16 @@ class MusicSequence:
     """
 
     def __init__(self, grammar: GrammarConfig, constrained: bool = True, context: Sequence[int] = (),
-                 controls: Sequence[int] = (), max_new_tokens: int = 2046):
+                 controls: Sequence[int] = (), max_new_tokens: int = 2046, until: int | None = None):
+        """`until`: the sequence ends once an event at or after this tick is written (a window that another
+        window will follow stops before its clock runs into the end of the 100 s sequence)."""
+        self.grammar, self.context, self.controls = grammar, [int(t) for t in context], [int(t) for t in controls]
         self.state = AmtGrammar(grammar)
-        for tok in context:  # the given part of the piece: the grammar walks it, without constraints
-            _walk_unchecked(self.state, int(tok))
+        for tok in self.context:  # the given part of the piece: its clock and notes, without the rules
+            self.state.follow(tok)
         self.constrained = constrained
         self.max_new_tokens = max_new_tokens
+        self.until = until
         self.pending = _controls_by_time(controls)
         self.queue: list[int] = []  # a control triplet being forced in
         self.tokens: list[int] = []
@@ -152,46 +152,40 @@ class MusicSequence:
                 raise ValueError(f"id {amt} given where the control id {self.queue[0]} is forced")
             self.queue.pop(0)
         if not self.constrained:
-            _walk_unchecked(self.state, amt)
+            self.state.follow(amt)
         elif amt < CONTROL_OFFSET:  # forced controls are outside the grammar
             self.state.advance(amt)
         self.tokens.append(amt)
         if len(self.tokens) >= self.max_new_tokens:
-            self.done, self.reason = True, "max tokens"
+            self.finish("max tokens")
+        elif self.until is not None and len(self.tokens) % 3 == 0 and amt < CONTROL_OFFSET \
+                and self.state.time >= self.until:
+            self.finish("window end")
+
+    def finish(self, reason: str) -> None:
+        if not self.done:
+            self.done, self.reason = True, reason
+
+    @property
+    def forced_controls(self) -> int:
+        """Control triplets forced in so far (whole ones)."""
+        return sum(1 for t in self.tokens[0::3] if t >= CONTROL_OFFSET)
 
 
-# --- backends ------------------------------------------------------------------------------------------
-
-
-class Decoder(Protocol):
-    """What the loop needs from a backend: next-token logits for n sequences that share a prompt."""
-
-    def start(self, prompt: list[int], n: int, max_new_tokens: int) -> None:
-        """Run the prompt once for n sequences."""
-
-    def feed(self, ids: list[int | None]) -> None:
-        """Append one id to each sequence; None for a finished sequence (a backend may skip it)."""
-
-    def logits(self, i: int, lo: int, hi: int) -> np.ndarray:
-        """Float32 logits of sequence i's next token for the ids [lo, hi) of the full vocabulary."""
-
-
-def as_decoder(model) -> Decoder:
-    """A Decoder as is; a transformers model wrapped in a TransformersDecoder."""
-    if all(hasattr(model, name) for name in ("start", "feed", "logits")):
-        return model
-    from midilm.generate.backends.transformers import TransformersDecoder
-
-    return TransformersDecoder(model)
-
-
-# --- the loop -------------------------------------------------------------------------------------------
-
-
-def _draw(row: np.ndarray, base: int, sampling: SamplingConfig, rng: np.random.Generator) -> int:
+def draw(row: np.ndarray, base: int, sampling: SamplingConfig, rng: np.random.Generator) -> int:
     """Draw one id from a 1-D slice of logits whose first entry is id `base` (inverse CDF: one uniform)."""
     cdf = np.cumsum(_kept_weights(row, sampling.temperature, sampling.top_k, sampling.top_p)[1])
     return base + int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+
+
+def row_seeds(seed: int | None, n: int) -> tuple[int, list[int]]:
+    """(the request's seed, one seed per sample). Sample k's generator depends only on (seed, k), so a
+    sample gets the same tokens alone, beside the other samples of its request or batched with other
+    requests. Without a seed one is drawn, and reported, so that any output can be reproduced."""
+    import secrets
+
+    base = secrets.randbits(31) if seed is None else int(seed)
+    return base, [int(np.random.SeedSequence([base, k]).generate_state(1, np.uint64)[0] >> 1) for k in range(n)]
 
 
 def _controls_by_time(controls: Sequence[int]) -> list[tuple[int, list[int]]]:
@@ -199,68 +193,16 @@ def _controls_by_time(controls: Sequence[int]) -> list[tuple[int, list[int]]]:
     return sorted(((t[0] - ATIME_OFFSET, t) for t in trip), key=lambda x: x[0])
 
 
-def sample_music(
-    model,
-    prompt_ids: Sequence[int],
-    music_offset: int,
-    sampling: SamplingConfig | None = None,
-    grammar: GrammarConfig | None = None,
-    context: Sequence[int] = (),
-    controls: Sequence[int] = (),
-) -> SampleResult:
-    """Sample music ids after `prompt_ids` (which end with the start-of-music flag).
-
-    `model`: a transformers causal LM or any `Decoder`. `context`: AMT events already in the piece
-    (continuation), appended to the prompt and walked by the grammar. `controls`: AMT control triplets
-    (ids >= CONTROL_OFFSET) to interleave for accompaniment or infilling.
-    """
-    sampling = sampling or SamplingConfig()
-    sampling.validate()
-    grammar = window_grammar(grammar, sampling.seconds)
-    n = sampling.n
-    rng = np.random.default_rng(sampling.seed)
-    seqs = [MusicSequence(grammar, sampling.constrained, context, controls, sampling.max_new_tokens)
-            for _ in range(n)]
-    decoder = as_decoder(model)
-    if not sampling.constrained and hasattr(decoder, "with_full_vocabulary"):
-        decoder = decoder.with_full_vocabulary()  # any music id may be drawn: a cut output layer will not do
-    decoder.start(list(prompt_ids) + [music_offset + int(t) for t in context], n, sampling.max_new_tokens)
-    steps = 0
-    while True:
-        steps += 1
-        chosen: list[int | None] = [None] * n
-        for i, seq in enumerate(seqs):
-            c = seq.choice()
-            if c is None:
-                continue
-            if c.forced:
-                chosen[i] = c.lo
-                continue
-            # only the allowed block's logits are computed and sampled from
-            row = decoder.logits(i, music_offset + c.lo, music_offset + c.hi)
-            if c.mask is not None:
-                row = np.where(c.mask, row, -np.inf)
-            chosen[i] = _draw(row, c.lo, sampling, rng)
-        for seq, amt in zip(seqs, chosen):
-            if amt is not None:
-                seq.accept(amt)
-        if all(seq.done for seq in seqs):
-            break
-        decoder.feed([None if amt is None else music_offset + amt for amt in chosen])
-    return SampleResult([_trim_partial(s.tokens) for s in seqs], steps, [s.reason for s in seqs])
-
-
-def _walk_unchecked(st: AmtGrammar, amt: int) -> None:
-    """Follow given ids (context, or unconstrained samples) without enforcing the grammar."""
-    try:
-        st.advance(amt)
-    except ValueError:
-        st.slot = (st.slot + 1) % 3
-
-
-def _trim_partial(tokens: list[int]) -> list[int]:
+def trim_partial(tokens: list[int]) -> list[int]:
     """Drop a trailing incomplete event so the output is whole triplets (controls count as events)."""
     return tokens[: len(tokens) - len(tokens) % 3]
+
+
+def sample_music(*args, **kwargs) -> SampleResult:
+    """`engine.sample_music` (the loop lives in `generate/engine.py`; this name is kept for callers)."""
+    from midilm.generate.engine import sample_music as run
+
+    return run(*args, **kwargs)
 
 
 def music_seconds(tokens: Sequence[int]) -> float:

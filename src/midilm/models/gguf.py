@@ -75,10 +75,10 @@ def cached_gguf(model_dir: str | Path, gguf_type: str = "f32", directory: str | 
 def events_rows(model_dir: str | Path, vocab_size: int) -> int | None:
     """Rows an "events" head keeps (text + AMT events), or None for a model without a music vocabulary."""
     from midilm.codecs.amt.vocab import CONTROL_OFFSET
-    from midilm.models.vocab import layout_for
+    from midilm.models.vocab import layout_for, tokenizer_length
 
     try:
-        return layout_for(model_dir, vocab_size=vocab_size).music_offset + CONTROL_OFFSET
+        return layout_for(model_dir, vocab_size, tokenizer_length(model_dir)).music_offset + CONTROL_OFFSET
     except ValueError:
         return None
 
@@ -204,7 +204,7 @@ def _write(path: Path, model_dir: Path, config, weights: dict[str, np.ndarray], 
            rows: int | None = None) -> None:
     import gguf
 
-    from midilm.models.vocab import layout_for
+    from midilm.models.vocab import layout_for, tokenizer_length
 
     full_size = int(config.vocab_size)
     vocab_size = rows or full_size
@@ -237,7 +237,7 @@ def _write(path: Path, model_dir: Path, config, weights: dict[str, np.ndarray], 
     if rows:
         w.add_uint32(FULL_VOCAB_KEY, full_size)
     try:
-        music_offset = layout_for(model_dir, vocab_size=full_size).music_offset
+        music_offset = layout_for(model_dir, full_size, tokenizer_length(model_dir)).music_offset
     except ValueError:  # a plain text model (a base to expand later): no music rows
         music_offset = vocab_size
     tokens, types, merges = _tokenizer_vocab(model_dir, vocab_size, music_offset)

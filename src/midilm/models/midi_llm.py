@@ -1,12 +1,20 @@
-"""Load a MIDI-LLM-style checkpoint (any local HF causal LM with an AMT block) on a backend, and write its prompts."""
+"""A MIDI-LLM-style checkpoint (any local HF causal LM with an AMT block): loading it with transformers, and
+writing its prompts. Other backends (llama.cpp, vLLM) are loaded by `midilm.generate.load.load_model`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from midilm.models.vocab import MusicLayout, layout_for
+
+DEFAULT_T2M = Path(__file__).resolve().parents[1] / "data" / "models" / "midilm-t2m-tiny"
+
+
+def default_t2m_path() -> Path:
+    """The text-to-MIDI model shipped inside the package."""
+    return DEFAULT_T2M
 
 
 @dataclass
@@ -16,6 +24,7 @@ class TextToMidiModel:
     layout: MusicLayout
     path: str
     backend: str = "transformers"
+    max_positions: int | None = None  # the model's trained context length (config.json), when known
 
     def prompt_ids(self, caption: str | None) -> list[int]:
         """MIDI-LLM's prompt as ids: BOS, instruction, caption, one space, then the start-of-music id."""
@@ -26,67 +35,66 @@ class TextToMidiModel:
             ids = [bos] + ids
         return ids + [self.layout.start_of_music]
 
-    def sample(self, prompt_ids: Sequence[int], sampling, grammar=None, context: Sequence[int] = (),
-               controls: Sequence[int] = ()):
-        """`sample_music` on this model's backend: a SampleResult of AMT ids."""
-        if self.backend == "vllm":
-            from midilm.generate.backends.vllm import sample_music_vllm
-
-            return sample_music_vllm(self.model, prompt_ids, self.layout.music_offset, sampling, grammar, context,
-                                     controls, stop_id=_stop_id(self.tokenizer))
-        from midilm.generate.sampler import sample_music
-
-        return sample_music(self.model, prompt_ids, self.layout.music_offset, sampling, grammar, context, controls)
+    @property
+    def stop_id(self) -> int | None:
+        """The end-of-text id (vLLM stops a sequence on it; the grammar never draws it)."""
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return None if eos is None else int(eos)
 
 
-def _stop_id(tokenizer) -> int:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        raise ValueError("the tokenizer has no end-of-text id, which the vLLM backend needs to stop a sequence")
-    return int(eos)
-
-
-def load_text_to_midi(path: str | Path, device: str | None = None, dtype: str | None = None,
-                      backend: str = "transformers", **backend_options) -> TextToMidiModel:
-    """Load weights (safetensors only) and tokenizer from a local directory; never touches the network.
-
-    backend: "transformers" (default), "llamacpp" (the model converted to GGUF once, then cached; options
-    `gguf_type`, `threads`, `cache_dir`) or "vllm" (GPU; options are passed to `vllm.LLM`).
-    """
-    from midilm.generate.backends import BACKENDS
-
+def check_model_dir(path: str | Path) -> Path:
+    """A local model directory with safetensors weights, or a clear error."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
     if not any(path.glob("*.safetensors")):
         raise ValueError(f"{path} has no .safetensors weights (other formats are refused: they can run code)")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "transformers":
-        if backend_options:
-            raise ValueError(f"unknown options for the transformers backend: {sorted(backend_options)}")
-        from midilm.generate.backends.transformers import load_transformers
+    return path
 
-        model, tokenizer = load_transformers(path, device, dtype)
-        vocab_size = model.config.vocab_size
-    else:
-        import json
 
-        from midilm.generate.backends.transformers import load_tokenizer
+def model_config(path: str | Path) -> dict:
+    return json.loads((Path(path) / "config.json").read_text())
 
-        tokenizer = load_tokenizer(path)
-        vocab_size = int(json.loads((path / "config.json").read_text()).get("vocab_size", 0)) or None
-        if backend == "llamacpp":
-            from midilm.generate.backends.llamacpp import load_llamacpp
 
-            model = load_llamacpp(path, **backend_options)
-            if vocab_size and model.full_vocab != vocab_size:
-                model.close()
-                raise ValueError(f"the GGUF has {model.full_vocab} vocabulary rows but {path} has {vocab_size}: "
-                                 "it was converted from another model")
-        else:
-            from midilm.generate.backends.vllm import load_vllm
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
 
-            model = load_vllm(path, dtype=dtype, device=device, **backend_options)
-    layout = layout_for(path, vocab_size=vocab_size, tokenizer_len=len(tokenizer))
-    return TextToMidiModel(model, tokenizer, layout, str(path), backend)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def load_causal_lm(path: str | Path, device: str | None = None, dtype: str | None = None):
+    """The transformers model of a local directory (safetensors only); never touches the network."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # loading takes well under a second: a bar is noise on stderr
+    if dtype not in (None, "bf16", "bfloat16", "fp16", "fp32"):
+        raise ValueError(f"dtype must be bf16, fp16 or fp32, got {dtype!r}")
+    torch_dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                   "fp32": torch.float32}.get(dtype)
+    if torch_dtype is None and (device is None or str(device) == "cpu"):
+        torch_dtype = torch.float32  # weights ship in bf16 to stay small; tiny matmuls run faster in fp32 on CPUs
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                 dtype=torch_dtype or "auto")
+    model.eval()
+    if device:
+        model.to(device)
+    return model
+
+
+def locate_layout(path: str | Path, vocab_size: int | None, tokenizer) -> MusicLayout:
+    """The music layout, checked against the tokenizer (LayoutError when it cannot be told for certain)."""
+    return layout_for(path, vocab_size=vocab_size, tokenizer_len=len(tokenizer))
+
+
+def load_text_to_midi(path: str | Path, device: str | None = None, dtype: str | None = None) -> TextToMidiModel:
+    """Load weights (safetensors only) and tokenizer from a local directory with transformers; never touches
+    the network. The music layout is located (or the model refused) before the weights are read."""
+    path = check_model_dir(path)
+    config = model_config(path)
+    tokenizer = load_tokenizer(path)
+    layout = locate_layout(path, int(config.get("vocab_size", 0)) or None, tokenizer)
+    model = load_causal_lm(path, device, dtype)
+    return TextToMidiModel(model, tokenizer, layout, str(path), "transformers",
+                           config.get("max_position_embeddings"))

@@ -169,21 +169,29 @@ class LlamaCppDecoder:
         if rc != 0:
             raise RuntimeError(f"llama_decode failed (code {rc}): {' | '.join(_LOG[-3:]) or 'no reason given'}")
 
-    def start(self, prompt: list[int], n: int, max_new_tokens: int) -> None:
-        if not prompt:
-            raise ValueError("the prompt is empty")
-        if max(prompt) >= self.full_vocab or min(prompt) < 0:
+    def start(self, prompts: list[list[int]], max_new_tokens: int) -> None:
+        """Each row's prompt in its own sequence: a prompt shared by several rows runs once (all but its last
+        id), its cells are copied to the others, then every row's last id runs in one batch."""
+        if not prompts or not all(prompts):
+            raise ValueError("a prompt is empty")
+        if max(max(p) for p in prompts) >= self.full_vocab or min(min(p) for p in prompts) < 0:
             raise ValueError(f"prompt ids must be in 0..{self.full_vocab - 1}")
-        self._context(len(prompt) + n * (max_new_tokens + 1), n)
-        for lo in range(0, len(prompt), self.n_batch):
-            chunk = prompt[lo : lo + self.n_batch]
-            self._decode([(t, lo + k, 0, lo + k == len(prompt) - 1) for k, t in enumerate(chunk)])
+        n = len(prompts)
+        first: dict[tuple[int, ...], int] = {}  # distinct prompt -> the row that runs it
+        for i, p in enumerate(prompts):
+            first.setdefault(tuple(p), i)
+        self._context(sum(len(p) for p in first) + n * (max_new_tokens + 1), n)
+        items = [(t, k, i, False) for p, i in first.items() for k, t in enumerate(p[:-1])]
+        for lo in range(0, len(items), self.n_batch):
+            self._decode(items[lo : lo + self.n_batch])
         mem = self.L.llama_get_memory(self.ctx)
-        for s in range(1, n):
-            self.L.llama_memory_seq_cp(mem, 0, s, -1, -1)
-        last = (len(prompt) - 1) % self.n_batch
-        self.rows = dict.fromkeys(range(n), last)
-        self.pos = [len(prompt)] * n
+        for i, p in enumerate(prompts):
+            src = first[tuple(p)]
+            if src != i and len(p) > 1:
+                self.L.llama_memory_seq_cp(mem, src, i, -1, -1)
+        self._decode([(p[-1], len(p) - 1, i, True) for i, p in enumerate(prompts)])
+        self.rows = {i: i for i in range(n)}
+        self.pos = [len(p) for p in prompts]
 
     def feed(self, ids: list[int | None]) -> None:
         live = [(i, t) for i, t in enumerate(ids) if t is not None]

@@ -1,44 +1,22 @@
-"""The transformers backend: load a local checkpoint (safetensors only) and score next tokens with its KV cache."""
+"""The transformers backend: next-token scores for the engine from the KV cache (loading: models/midi_llm.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import inspect
 
 import numpy as np
 import torch
-
-
-def load_transformers(path: str | Path, device: str | None = None, dtype: str | None = None):
-    """(model, tokenizer) from a local directory; never touches the network."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # loading takes well under a second: a bar is noise on stderr
-    if dtype not in (None, "bf16", "bfloat16", "fp16", "fp32"):
-        raise ValueError(f"dtype must be bf16, fp16 or fp32, got {dtype!r}")
-    torch_dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                   "fp32": torch.float32}.get(dtype)
-    if torch_dtype is None and (device is None or str(device) == "cpu"):
-        torch_dtype = torch.float32  # weights ship in bf16 to stay small; tiny matmuls run faster in fp32 on CPUs
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                 dtype=torch_dtype or "auto")
-    model.eval()
-    if device:
-        model.to(device)
-    return model, load_tokenizer(path)
-
-
-def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 class TransformersDecoder:
     """A transformers causal LM with its KV cache, split into its decoder and output layer so a step
     computes only the logit rows it needs (a time, duration or note block is 1-16k of the vocabulary's
     rows; the output layer dominates tiny models' cost). Models whose logits are more than a linear map
-    of the last hidden state use the full forward pass."""
+    of the last hidden state use the full forward pass.
+
+    Rows may have prompts of different lengths: they are left-padded, with an attention mask and position
+    ids, so every row's next token sits in the last column. The mask and position ids are always given,
+    so that a row sees the same inputs alone or in a batch."""
 
     def __init__(self, model):
         self.model = model
@@ -49,32 +27,59 @@ class TransformersDecoder:
             hasattr(model, "get_decoder") and self.out is not None
             and not getattr(cfg, "final_logit_softcapping", None) and getattr(cfg, "logit_scale", None) in (None, 1.0)
         )
-        self.hidden = self.past = None
+        self.net = model.get_decoder() if self.split else model
+        # transformers 5.x renamed the cache argument; the old name prints a FutureWarning on every call
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.net.forward).parameters else "past_key_values"
+        self.hidden = self.past = self.mask = self.positions = None
 
     def _step(self, input_ids: torch.Tensor) -> None:
-        if self.split:
-            res = self.model.get_decoder()(input_ids=input_ids, past_key_values=self.past, use_cache=True)
-            self.hidden, self.past = res.last_hidden_state[:, -1, :], res.past_key_values
-        else:
-            res = self.model(input_ids=input_ids, past_key_values=self.past, use_cache=True)
-            self.hidden, self.past = res.logits[:, -1, :], res.past_key_values
+        res = self.net(input_ids=input_ids, attention_mask=self.mask, position_ids=self.positions, use_cache=True,
+                       **{self.cache_arg: self.past})
+        self.past = res[self.cache_arg]
+        self.hidden = (res.last_hidden_state if self.split else res.logits)[:, -1, :]
 
     @torch.no_grad()
-    def start(self, prompt: list[int], n: int, max_new_tokens: int = 0) -> None:
+    def start(self, prompts: list[list[int]], max_new_tokens: int = 0) -> None:
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        mask = torch.zeros(len(prompts), width, dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every row's last prompt id sits in the last column
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
         self.past = None
-        self._step(torch.tensor([prompt] * n, dtype=torch.long, device=self.device))
+        self.mask = mask.to(self.device)
+        self.positions = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)
+        self._step(ids.to(self.device))
+        self.positions = self.positions[:, -1:]
 
     @torch.no_grad()
     def feed(self, ids: list[int | None]) -> None:
-        # a batched KV cache cannot drop a row: finished sequences get a dummy id, and are never read
+        # a batched KV cache cannot drop a row: finished rows get a dummy id, and are never read
         batch = torch.tensor([0 if t is None else t for t in ids], dtype=torch.long, device=self.device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(ids), 1)], dim=1)
+        self.positions = self.positions + 1
         self._step(batch.view(-1, 1))
 
     @torch.no_grad()
     def logits(self, i: int, lo: int, hi: int) -> np.ndarray:
+        return self.logits_many([(i, lo, hi)])[0]
+
+    @torch.no_grad()
+    def logits_many(self, asks: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        """Logits for (row, lo, hi) requests; rows asking for the same block share one matrix product."""
         if not self.split:
-            return self.hidden[i, lo:hi].float().cpu().numpy()
-        row = self.out.weight[lo:hi] @ self.hidden[i]
-        if getattr(self.out, "bias", None) is not None:
-            row = row + self.out.bias[lo:hi]
-        return row.float().cpu().numpy()
+            return [self.hidden[i, lo:hi].float().cpu().numpy() for i, lo, hi in asks]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, (_, lo, hi) in enumerate(asks):
+            groups.setdefault((lo, hi), []).append(k)
+        out: list[np.ndarray] = [None] * len(asks)  # type: ignore[list-item]
+        bias = getattr(self.out, "bias", None)
+        for (lo, hi), ks in groups.items():
+            rows = self.hidden[[asks[k][0] for k in ks]]
+            block = rows @ self.out.weight[lo:hi].T
+            if bias is not None:
+                block = block + bias[lo:hi]
+            block = block.float().cpu().numpy()
+            for j, k in enumerate(ks):
+                out[k] = block[j]
+        return out

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from midilm.generate.grammar import GrammarConfig
-from midilm.generate.sampler import MusicSequence, SampleResult, SamplingConfig, _trim_partial, window_grammar
+from midilm.generate.sampler import MusicSequence, SamplingConfig, trim_partial
 
 ARGS_KEY = "midilm_grammar"  # the key of our settings in SamplingParams.extra_args
 PROCESSOR = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"  # by name: vLLM's workers import it
@@ -36,12 +36,15 @@ PROCESSOR = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"  # by nam
 
 
 def request_args(music_offset: int, stop_id: int, prompt_len: int, sampling: SamplingConfig,
-                 grammar: GrammarConfig, context: Sequence[int] = (), controls: Sequence[int] = ()) -> dict:
+                 grammar: GrammarConfig, context: Sequence[int] = (), controls: Sequence[int] = (),
+                 max_new_tokens: int | None = None, until: int | None = None) -> dict:
     g = asdict(grammar)
     g["instruments"] = None if grammar.instruments is None else sorted(grammar.instruments)
     g["pitch_range"] = list(grammar.pitch_range)
     return {"music_offset": int(music_offset), "stop_id": int(stop_id), "prompt_len": int(prompt_len),
-            "constrained": bool(sampling.constrained), "max_new_tokens": int(sampling.max_new_tokens),
+            "constrained": bool(sampling.constrained),
+            "max_new_tokens": int(sampling.max_new_tokens if max_new_tokens is None else max_new_tokens),
+            "until": None if until is None else int(until),
             "grammar": g, "context": [int(t) for t in context], "controls": [int(t) for t in controls]}
 
 
@@ -60,8 +63,9 @@ def _sequence(args: dict) -> MusicSequence:
     g["pitch_range"] = tuple(g.get("pitch_range", (0, 127)))
     instruments = g.pop("instruments", None)
     grammar = GrammarConfig.make(instruments, **g)
+    until = args.get("until")
     return MusicSequence(grammar, bool(args.get("constrained", True)), args.get("context", ()),
-                         args.get("controls", ()), int(args["max_new_tokens"]))
+                         args.get("controls", ()), int(args["max_new_tokens"]), None if until is None else int(until))
 
 
 # --- the core: grammar state per slot and the masks it gives --------------------------------------------
@@ -253,38 +257,42 @@ def load_vllm(model_dir: str | Path, dtype: str | None = None, device: str | Non
     return vllm.LLM(model=str(model_dir), logits_processors=[PROCESSOR], **options)
 
 
+def _walk_output(seq: MusicSequence, music_offset: int, stop_id: int, output_ids: Sequence[int]) -> None:
+    """Accept one completion's vocabulary ids into its sequence, up to the stop id; set the stop reason."""
+    for token in output_ids:
+        if token == stop_id or seq.done:
+            break
+        seq.accept(int(token) - music_offset)
+    if not seq.done:
+        seq.choice()  # sets the reason when the grammar has nothing left
+    seq.finish("max tokens" if len(seq.tokens) >= seq.max_new_tokens else "stopped")
+
+
 def parse_output(args: dict, output_ids: Sequence[int]) -> tuple[list[int], str]:
     """AMT ids and a stop reason from one completion's vocabulary ids (the stop id dropped)."""
     seq = _sequence(args)
-    offset, stop = args["music_offset"], args["stop_id"]
-    for token in output_ids:
-        if token == stop or seq.done:
-            break
-        seq.accept(int(token) - offset)
-    if not seq.done:
-        seq.choice()  # sets the reason when the grammar has nothing left
-    return _trim_partial(seq.tokens), seq.reason or ("max tokens" if len(seq.tokens) >= seq.max_new_tokens
-                                                     else "stopped")
+    _walk_output(seq, args["music_offset"], args["stop_id"], output_ids)
+    return trim_partial(seq.tokens), seq.reason
 
 
-def sample_music_vllm(llm, prompt_ids: Sequence[int], music_offset: int, sampling: SamplingConfig | None = None,
-                      grammar: GrammarConfig | None = None, context: Sequence[int] = (),
-                      controls: Sequence[int] = (), stop_id: int = 1) -> SampleResult:
-    """`sample_music` on vLLM: the n samples are one request with n completions."""
+def run_rows_vllm(llm, rows, music_offset: int, stop_id: int | None) -> int:
+    """The engine's rows (`generate/engine.py`) on vLLM: one request per row, all in one `generate` call, each
+    with the row's seed and settings; vLLM's loop samples, our logits processor applies the row's rules."""
     from vllm import SamplingParams
 
-    sampling = sampling or SamplingConfig()
-    sampling.validate()
-    grammar = window_grammar(grammar, sampling.seconds)
-    prompt = list(prompt_ids) + [music_offset + int(t) for t in context]
-    args = request_args(music_offset, stop_id, len(prompt), sampling, grammar, context, controls)
-    params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                            top_k=sampling.top_k, seed=sampling.seed, max_tokens=sampling.max_new_tokens + 1,
-                            stop_token_ids=[stop_id], detokenize=False, extra_args={ARGS_KEY: args})
-    outputs = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
-    tokens, reasons = [], []
-    for completion in outputs[0].outputs:
-        amt, reason = parse_output(args, list(completion.token_ids))
-        tokens.append(amt)
-        reasons.append(reason)
-    return SampleResult(tokens, max((len(t) for t in tokens), default=0), reasons)
+    if stop_id is None:
+        raise ValueError("the vLLM backend needs the tokenizer's end-of-text id to stop a sequence")
+    if any(r.processors or r.uncond_prompt is not None for r in rows):
+        raise ValueError("logits processors and classifier-free guidance need the transformers or llamacpp backend")
+    params = []
+    for r in rows:
+        seq = r.seq
+        args = request_args(music_offset, stop_id, len(r.prompt), r.sampling, seq.grammar, seq.context,
+                            seq.controls, seq.max_new_tokens, seq.until)
+        params.append(SamplingParams(n=1, temperature=r.sampling.temperature, top_p=r.sampling.top_p,
+                                     top_k=r.sampling.top_k, seed=r.seed, max_tokens=seq.max_new_tokens + 1,
+                                     stop_token_ids=[stop_id], detokenize=False, extra_args={ARGS_KEY: args}))
+    outputs = llm.generate([{"prompt_token_ids": list(r.prompt)} for r in rows], params, use_tqdm=False)
+    for r, out in zip(rows, outputs):
+        _walk_output(r.seq, music_offset, stop_id, list(out.outputs[0].token_ids))
+    return max((len(r.seq.tokens) for r in rows), default=0)

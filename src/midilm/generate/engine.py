@@ -14,11 +14,12 @@ depend only on its prompt, settings and seed, never on the rows it shares the ba
 float rounding of a batched forward pass).
 
 The steering hook: `Row.processors` is a list of callables `processor(row, choice, logits) -> logits`,
-called in order with the row (its `seq.state` is the grammar state: clock, slot, sounding notes; `seq.tokens`
-its AMT ids so far), the `Choice` (AMT ids [choice.lo, choice.hi)) and the float64 logits of that block
-(disallowed ids already -inf); each returns logits of the same shape. Rows with an `uncond_prompt` get a
-second decoder row that is fed the same ids: its logits for the same block are in `row.uncond_logits`
-when the processors run (classifier-free guidance; see `guidance`).
+called in order before each draw with the row (`seq.state` is its grammar state: clock, slot, sounding
+notes; `seq.tokens` its AMT ids so far; `offset` the absolute tick of its window's time 0), the `Choice`
+(AMT ids [choice.lo, choice.hi)) and the float64 logits of that block (disallowed ids already -inf); each
+returns logits of the same shape. Rows with an `uncond_prompt` get a second decoder row that is fed the
+same ids: its logits for the same block are in `row.uncond_logits` when the processors run
+(classifier-free guidance; see `guidance`).
 
 vLLM runs its own loop: `run_rows` hands it the rows as requests, and its logits processor applies the
 same `MusicSequence` rules (`backends/vllm.py`); processors and unconditioned prompts are not available there.
@@ -73,6 +74,7 @@ class Row:
     uncond_prompt: list[int] | None = None
     stop: Callable[[], bool] | None = None  # True once nobody waits for this row (a server request gone)
     tag: object = None  # the caller's (request and sample index, ...)
+    offset: int = 0  # absolute tick of this window's time 0 (AMT times in the row are window-relative)
     rng: np.random.Generator = field(init=False)
     uncond_logits: np.ndarray | None = field(default=None, init=False)
 

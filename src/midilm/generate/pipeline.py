@@ -232,7 +232,10 @@ class Request:
     `given` is the Piece whose notes, tempo map and meter the output keeps (the piece to continue, or the
     melody); `context` its AMT events (absolute times) for continuation, `controls` the melody's AMT
     control triplets for accompaniment. `context` without `given` (events alone) is decoded with the new
-    music on the output's tempo grid. `stop()` says the caller no longer waits."""
+    music on the output's tempo grid. `stop()` says the caller no longer waits. `processors` are the
+    engine's logits hooks for every row (`engine.Row`); with `uncond_caption` (e.g. "" for MIDI-LLM's prompt
+    without a description) each row also runs that prompt, whose logits the processors see as
+    `row.uncond_logits` (classifier-free guidance: `engine.guidance(scale)`)."""
 
     prompt: str
     options: GenerateOptions = field(default_factory=GenerateOptions)
@@ -241,6 +244,7 @@ class Request:
     given: object | None = None
     stop: Callable[[], bool] | None = None
     processors: Sequence = ()
+    uncond_caption: str | None = None
 
 
 def estimate_bpm(piece) -> float | None:
@@ -278,8 +282,11 @@ def _plan(model, req: Request) -> _Plan:
     choice = choose_instruments(controls, options)
     grammar = GrammarConfig.make(choice.grammar_list, max_notes_per_onset=options.max_notes_per_onset)
     prompt_ids = model.prompt_ids(req.prompt)
+    uncond = None if req.uncond_caption is None else model.prompt_ids(req.uncond_caption)
     if req.controls:
-        prompt_ids = prompt_ids[:-1] + [model.layout.music_id(ANTICIPATE)]
+        flag = model.layout.music_id(ANTICIPATE)
+        prompt_ids = prompt_ids[:-1] + [flag]
+        uncond = None if uncond is None else uncond[:-1] + [flag]
     context = [int(t) for t in req.context]
     start = max(context[0::3], default=0)
     seconds = options.seconds if options.seconds is not None else MAX_SECONDS
@@ -290,7 +297,7 @@ def _plan(model, req: Request) -> _Plan:
         end = MAX_TIME - 1  # MIDI-LLM's own sampling: one sequence, no windows
     seed, seeds = row_seeds(options.seed, options.n)
     job = Job(prompt_ids, sampling, grammar, seeds, start, end, context, [int(t) for t in req.controls],
-              processors=tuple(req.processors), stop=req.stop)
+              processors=tuple(req.processors), uncond_prompt=uncond, stop=req.stop)
     return _Plan(req, options, choice, options.bpm or controls.bpm, options.time_signature or controls.time_signature,
                  seed, job)
 
@@ -306,10 +313,12 @@ def generate_many(model, requests: list[Request]) -> list[list[Generation]]:
 
 
 def generate(model, prompt: str, options: GenerateOptions | None = None, context: Sequence[int] = (),
-             controls: Sequence[int] = (), given=None, processors: Sequence = ()) -> list[Generation]:
+             controls: Sequence[int] = (), given=None, processors: Sequence = (),
+             uncond_caption: str | None = None) -> list[Generation]:
     """Sample `options.n` pieces for a prompt with a loaded TextToMidiModel (on whichever backend it was
-    loaded); `context`, `controls` and `given` as in `Request`."""
-    req = Request(prompt, options or GenerateOptions(), context, controls, given, processors=processors)
+    loaded); the other arguments as in `Request`."""
+    req = Request(prompt, options or GenerateOptions(), context, controls, given, processors=processors,
+                  uncond_caption=uncond_caption)
     return generate_many(model, [req])[0]
 
 

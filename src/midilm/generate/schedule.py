@@ -160,7 +160,7 @@ def _row(st: _State, window: int, music_offset: int, max_positions: int | None) 
                                                     .generate_state(1, np.uint64)[0] >> 1)
     uncond = None if job.uncond_prompt is None else job.uncond_prompt + [music_offset + t for t in context]
     row = Row(prompt, seq, job.sampling, seed, processors=job.processors, uncond_prompt=uncond, stop=job.stop,
-              tag=(id(job), st.k))
+              tag=(id(job), st.k), offset=st.offset)
     return row, st
 
 

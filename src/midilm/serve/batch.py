@@ -8,7 +8,7 @@ request gets the same tokens here as from `generate` or `midilm generate`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from midilm.generate.pipeline import GenerateOptions, Generation, Request, generate_many
@@ -21,6 +21,8 @@ class BatchRequest:
     prompt: str
     options: GenerateOptions
     stop: Callable[[], bool] = field(default=lambda: False)
+    processors: Sequence = ()  # the engine's logits hooks (see `midilm.generate.pipeline.Request`)
+    uncond_caption: str | None = None
 
 
 def batchable(model, options: GenerateOptions) -> bool:
@@ -31,4 +33,5 @@ def batchable(model, options: GenerateOptions) -> bool:
 
 def generate_batch(model, requests: list[BatchRequest]) -> list[list[Generation]]:
     """`generate` for several requests at once: one batch per window for all their samples."""
-    return generate_many(model, [Request(r.prompt, r.options, stop=r.stop) for r in requests])
+    return generate_many(model, [Request(r.prompt, r.options, stop=r.stop, processors=r.processors,
+                                         uncond_caption=r.uncond_caption) for r in requests])

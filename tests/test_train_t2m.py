@@ -67,11 +67,14 @@ def test_two_stage_training_gives_a_model_that_generates(tmp_path):
     build_dataset([folder(midi)], tmp_path / "ds", workers=1, progress=False)
     cfg = T2MConfig(data=str(tmp_path / "ds"), output=str(tmp_path / "model"), text_vocab=300, hidden=32, layers=1,
                     heads=2, kv_heads=1, intermediate=64, max_len=256, stage1_steps=3, stage2_steps=3, batch_size=2,
-                    logging_steps=1, save_steps=1000)
+                    logging_steps=1, save_steps=1000, eval_split="train", eval_steps=3, eval_pieces=3)
     out = train_t2m(cfg)
     assert (out / "model.safetensors").exists() and (out / "loss.png").exists()
     history = json.loads((out / "loss_history.json").read_text())
     assert {h["stage"] for h in history if "loss" in h} == {"stage1", "stage2"}
+    assert [h["step"] for h in history if "eval_loss" in h] == [3]  # the held-out loss, logged in stage 2
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["lr"] == 1e-3 and saved["bf16"] is False  # the scratch defaults, resolved and recorded
     m = load_text_to_midi(out)
     assert m.layout.music_offset == len(m.tokenizer)
     gens = generate(m, "A lively reel for fiddle at 120 bpm.", GenerateOptions(seed=0, max_tokens=60, n=2))

@@ -36,10 +36,13 @@ def register(sub) -> None:
     defaults = T2MConfig(data="", output="")
     q.add_argument("--init-from", dest="init_from", default=None,
                    help="a local HF causal LM to expand with the AMT vocabulary (default: a small Llama from scratch)")
-    q.add_argument("--init-scheme", dest="init_scheme", choices=("mean", "random", "block-mean"),
-                   default=defaults.init_scheme)
+    from midilm.models.vocab import INIT_SCHEMES
+
+    q.add_argument("--init-scheme", dest="init_scheme", choices=INIT_SCHEMES, default=defaults.init_scheme,
+                   help="rows of the new music ids (docs/init_schemes.md); applies from scratch too")
     for name in ("text_vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "max_len", "stage1_steps",
-                 "stage2_steps", "batch_size", "grad_accum", "seed", "logging_steps", "save_steps", "max_pieces"):
+                 "stage2_steps", "batch_size", "grad_accum", "seed", "logging_steps", "save_steps", "max_pieces",
+                 "eval_steps", "eval_pieces"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(defaults, name))
     for name in ("lr", "warmup_ratio", "weight_decay", "max_grad_norm", "caption_dropout", "p_transpose", "p_tempo",
                  "p_reassign", "p_anticipate"):
@@ -50,6 +53,8 @@ def register(sub) -> None:
                    help="bf16 mixed precision (default: on for --init-from on a GPU with bf16, else off)")
     q.add_argument("--optim", default=None,
                    help="optimizer (a TrainingArguments name; default adamw_torch, sgd for --dry-run)")
+    q.add_argument("--eval-split", dest="eval_split", default=None,
+                   help="a dataset split (e.g. validation) whose stage-2 loss is logged every --eval-steps")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="no data: a random model of MIDI-LLM's exact shape (Llama-3.2-1B, 183,286 rows) takes "

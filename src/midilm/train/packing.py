@@ -51,12 +51,7 @@ class PackedStream:
                            f"{dict(self.skipped)}")
 
     def _row(self, ids: list[int], labels: list[int], pos: list[int]) -> dict:
-        import torch
-
-        pad = self.max_len - len(ids)
-        return {"input_ids": torch.tensor(ids + [self.pad_id] * pad),
-                "labels": torch.tensor(labels + [IGNORE] * pad),
-                "position_ids": torch.tensor(pos + list(range(pad)))}
+        return make_row(ids, labels, pos, self.max_len, self.pad_id)
 
     def __iter__(self):
         import torch
@@ -77,6 +72,24 @@ class PackedStream:
             if len(ids) == self.max_len:
                 yield self._row(ids, labels, pos)
                 ids, labels, pos = [], [], []
+
+
+def make_row(ids: list[int], labels: list[int], pos: list[int], max_len: int, pad_id: int) -> dict:
+    """One row of tensors, padded to max_len (padding: its own positions, never a target)."""
+    import torch
+
+    pad = max_len - len(ids)
+    return {"input_ids": torch.tensor(ids + [pad_id] * pad), "labels": torch.tensor(labels + [IGNORE] * pad),
+            "position_ids": torch.tensor(pos + list(range(pad)))}
+
+
+def single_rows(examples, max_len: int, pad_id: int) -> list[dict]:
+    """One padded row per (ids, labels) example: a fixed evaluation set."""
+    rows = []
+    for ids, labels in examples:
+        ids, labels = ids[:max_len], labels[:max_len]
+        rows.append(make_row(ids, [IGNORE] + list(labels[1:]), list(range(len(ids))), max_len, pad_id))
+    return rows
 
 
 def iterable_dataset(stream: PackedStream):

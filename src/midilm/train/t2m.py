@@ -31,7 +31,7 @@ import numpy as np
 from midilm.codecs.amt import vocab as V
 from midilm.codecs.amt.lines import anticipate, split_instruments, split_spans, training_lines
 from midilm.models.vocab import MusicLayout
-from midilm.train.packing import IGNORE, PackedStream, SkipExample, collate_rows, iterable_dataset
+from midilm.train.packing import IGNORE, PackedStream, SkipExample, collate_rows, iterable_dataset, single_rows
 
 __all__ = ["T2MConfig", "Piece", "PackedStream", "SkipExample", "load_pieces", "make_caption", "sft_example",
            "text_examples", "build_model", "resolve_defaults", "train_t2m", "dry_run", "loss_blocks", "block_loss"]
@@ -71,6 +71,9 @@ class T2MConfig:
     save_steps: int = 200
     resume: bool = False
     max_pieces: int | None = None
+    eval_split: str | None = None  # e.g. "validation": stage-2 loss on that split's pieces every eval_steps
+    eval_steps: int = 200
+    eval_pieces: int = 64
     extra: dict = field(default_factory=dict)
 
 
@@ -98,10 +101,13 @@ def load_pieces(dataset_dir: str | Path, split: str = "train", limit: int | None
             continue
         if row.get("split") != split:
             raise ValueError(f"row {row.get('path')} of split {row.get('split')} found in {split}")
-        try:
-            events = encode_midi(row["path"])
-        except MidilmError:
-            continue
+        if row.get("events") is not None:  # a packed dataset (annotate.dataset.pack_for_training): no MIDI needed
+            events = [int(t) for t in row["events"]]
+        else:
+            try:
+                events = encode_midi(row["path"])
+            except MidilmError:
+                continue
         analysis = {k: v for k, v in row.items() if k not in ("captions", "qa")}
         pieces.append(Piece(events, analysis, list(row.get("captions") or []), row.get("source", ""),
                             [q for q in row.get("qa") or [] if isinstance(q, dict)]))
@@ -239,15 +245,17 @@ def build_model(cfg: T2MConfig, texts: list[str]):
         layout = expand_vocabulary(model, len(tokenizer), init=cfg.init_scheme, seed=cfg.seed)
         return model, tokenizer, layout
     tokenizer = train_text_tokenizer(texts or ["music"], cfg.text_vocab)
-    layout = MusicLayout(len(tokenizer))
     config = LlamaConfig(
-        vocab_size=layout.vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
         max_position_embeddings=max(cfg.max_len or SCRATCH_LEN, 2048), tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0,
     )
-    return LlamaForCausalLM(config), tokenizer, layout
+    # the text model, then the music rows by the chosen scheme, exactly as for a real LLM
+    model = LlamaForCausalLM(config)
+    layout = expand_vocabulary(model, len(tokenizer), init=cfg.init_scheme, seed=cfg.seed)
+    return model, tokenizer, layout
 
 
 def training_args(cfg: T2MConfig, output_dir: Path, steps: int, **overrides):
@@ -278,11 +286,29 @@ def make_trainer(model, stream: PackedStream, layout: MusicLayout, args, use_blo
                       **kwargs)
 
 
+def eval_rows(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfig, pad_id: int) -> list[dict]:
+    """A fixed stage-2 evaluation set: one un-augmented example per piece (a caption, no dropout), one row each."""
+    plain = replace(cfg, caption_dropout=0.0, p_transpose=0.0, p_tempo=0.0, p_reassign=0.0, p_anticipate=0.0)
+    rng = random.Random(cfg.seed)
+    examples = []
+    for p in pieces:
+        try:
+            examples.append(sft_example(p, layout, tokenizer, plain, rng))
+        except SkipExample:
+            continue
+    return single_rows(examples, cfg.max_len, pad_id)
+
+
 def run_stage(model, stream: PackedStream, cfg: T2MConfig, layout: MusicLayout, out_dir: Path, steps: int,
-              name: str):
+              name: str, eval_dataset: list[dict] | None = None):
     """Train one stage; returns (the trainer, its log history tagged with the stage)."""
     ckpt = out_dir / f"checkpoints-{name}"
-    trainer = make_trainer(model, stream, layout, training_args(cfg, ckpt, steps), cfg.block_loss)
+    extra = {}
+    if eval_dataset:
+        extra = dict(eval_strategy="steps", eval_steps=cfg.eval_steps, per_device_eval_batch_size=cfg.batch_size,
+                     prediction_loss_only=True)
+    trainer = make_trainer(model, stream, layout, training_args(cfg, ckpt, steps, **extra), cfg.block_loss,
+                           eval_dataset=eval_dataset or None)
     resume = cfg.resume and any(ckpt.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     if stream.skipped:
@@ -356,9 +382,14 @@ def train_t2m(cfg: T2MConfig) -> Path:
                                cfg.stage1_steps, "stage1")
         history += h
     if cfg.stage2_steps:
+        held = None
+        if cfg.eval_split:
+            held = eval_rows(load_pieces(cfg.data, cfg.eval_split, cfg.eval_pieces), layout, tokenizer, cfg, pad)
+            if not held:
+                raise ValueError(f"no {cfg.eval_split} pieces in {cfg.data} to evaluate on")
         trainer, h = run_stage(
             model, PackedStream(lambda r: sft_example(r.choice(pieces), layout, tokenizer, cfg, r), cfg.max_len, pad,
-                                cfg.seed + 1), cfg, layout, out, cfg.stage2_steps, "stage2")
+                                cfg.seed + 1), cfg, layout, out, cfg.stage2_steps, "stage2", held)
         history += h
 
     if trainer is not None:

@@ -126,6 +126,26 @@ def test_gap_penalty_moves_mass_away_from_long_holes():
     assert p[far].sum() < 0.25  # uniform would put half the mass there
 
 
+def test_time_biases_keep_the_chance_of_another_note_at_this_onset():
+    config = SteeringConfig(bpm=97, grid_strength=4.0, gap_strength=3.0, max_gap_beats=1.0)
+    logits = np.random.default_rng(4).normal(size=401)
+    p0, p1 = softmax(logits), softmax(steer_logits(logits, 700, 700, config))
+    assert p1[0] == pytest.approx(p0[0], rel=1e-9)  # id 700 is the current onset: a chord note
+    assert np.abs(p1 - p0).sum() > 0.3  # while the later onsets moved a lot
+
+
+def test_key_prior_keeps_each_instruments_share():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=REST - NOTE_OFFSET) + np.repeat(rng.normal(scale=3, size=DRUMS + 1), 128)
+    logits[128 * 7 : 128 * 8] = -np.inf  # an instrument the grammar rules out stays out
+    config = SteeringConfig(key=(2, "minor"), key_strength=5.0)
+    p0 = softmax(logits).reshape(DRUMS + 1, 128)
+    p1 = softmax(steer_logits(logits, NOTE_OFFSET, 0, config)).reshape(DRUMS + 1, 128)
+    np.testing.assert_allclose(p1.sum(1), p0.sum(1), rtol=1e-9, atol=1e-15)
+    assert np.all(p1[7] == 0.0)
+    np.testing.assert_allclose(p1[DRUMS], p0[DRUMS], rtol=1e-9)  # drums untouched
+
+
 def test_block_bias_touches_only_its_slot():
     config = SteeringConfig(key=(0, "major"), key_strength=2.0, bpm=100, grid_strength=1.0, gap_strength=1.0)
     assert block_bias(DUR_OFFSET, NOTE_OFFSET, 0, config) is None  # durations are never steered

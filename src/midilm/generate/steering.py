@@ -301,31 +301,79 @@ def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig) -> np.
     return bias
 
 
-def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig):
-    """A row's logits over AMT ids [lo, lo + len(logits)) with the biases added (numpy or torch; a new
-    array, the input is left alone). With no control touching the block the input comes back as is."""
-    bias = block_bias(lo, lo + int(logits.shape[-1]), last_onset, config)
-    if bias is None:
-        return logits
-    if isinstance(logits, np.ndarray):
-        return logits + bias
-    import torch
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """log(sum(exp(x))) over the last axis; -inf for an all -inf row."""
+    m = np.max(x, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(x - m).sum(axis=-1)) + m[..., 0]
 
-    # the cached note bias is read-only: torch wants its own copy
-    return logits + torch.tensor(bias, device=logits.device, dtype=logits.dtype)
+
+def _reshape_within(x: np.ndarray, bias: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """x + bias on the ids in `keep` (boolean, same shape), shifted per row (last axis) so that the total
+    probability of those ids stays what it was: steering reshapes a choice, never its share."""
+    inside = np.where(keep, x, -np.inf)
+    before, after = _logsumexp(inside), _logsumexp(inside + bias)
+    with np.errstate(invalid="ignore"):  # a row with nothing allowed: -inf - -inf, replaced by 0
+        shift = np.where(np.isfinite(before) & np.isfinite(after), before - after, 0.0)
+    return x + np.where(keep, bias + shift[..., None], 0.0)
+
+
+def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig):
+    """A row's logits over AMT ids [lo, lo + len(logits)) with the biases applied (numpy or torch; a new
+    array, the input is left alone; with no control touching the block the input comes back as is).
+
+    Each bias only reshapes a choice the model has made: the time biases move mass among later onsets,
+    keeping the probability of another note at the current onset (a chord) as the model gave it; the key
+    prior moves mass among the pitches of each instrument, keeping each instrument's share (and drums').
+    """
+    if not isinstance(logits, np.ndarray):
+        import torch
+
+        row = logits.detach().cpu().numpy()
+        out = steer_logits(row, lo, last_onset, config)
+        return logits if out is row else torch.as_tensor(out, device=logits.device, dtype=logits.dtype)
+    hi = lo + int(logits.shape[-1])
+    if not config.biased or hi <= lo:
+        return logits
+    out = None
+    t_lo, t_hi = max(lo, 0), min(hi, DUR_OFFSET)
+    if t_hi > t_lo and (config.grid_on or config.gap_on):
+        ticks = np.arange(t_lo, t_hi)
+        out = np.array(logits, dtype=np.float64)
+        out[t_lo - lo : t_hi - lo] = _reshape_within(out[t_lo - lo : t_hi - lo], _time_bias(ticks, last_onset, config),
+                                                    ticks != last_onset)
+    n_lo, n_hi = max(lo, NOTE_OFFSET), min(hi, REST)
+    if n_hi > n_lo and config.key_on:
+        if out is None:
+            out = np.array(logits, dtype=np.float64)
+        notes = np.full(REST - NOTE_OFFSET, -np.inf)  # a partial note range is padded to whole instruments
+        notes[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET] = out[n_lo - lo : n_hi - lo]
+        grid = notes.reshape(DRUMS + 1, MAX_PITCH)
+        bias = note_bias(config.key, config.key_strength).reshape(DRUMS + 1, MAX_PITCH)
+        steered = _reshape_within(grid, bias, np.ones_like(grid, dtype=bool)).reshape(-1)
+        out[n_lo - lo : n_hi - lo] = steered[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
+    return logits if out is None else out.astype(logits.dtype, copy=False)
+
+
+def _time_bias(ticks: np.ndarray, last_onset, config: SteeringConfig) -> np.ndarray:
+    bias = np.zeros(np.broadcast_shapes(np.shape(ticks), np.shape(last_onset)), dtype=np.float64)
+    if config.grid_on:
+        bias += grid_bias(ticks, last_onset, config)
+    if config.gap_on:
+        bias += gap_bias(ticks, last_onset, config)
+    return bias
 
 
 def steer_time_rows(logits: np.ndarray, lo: np.ndarray, last_onset: np.ndarray, config: SteeringConfig) -> np.ndarray:
     """Batched time slot: (n, W) logits whose row r covers ticks lo[r] .. lo[r] + W - 1 (pad with -inf),
-    all rows under one config; returns the biased logits (a new array)."""
+    all rows under one config; the same as `steer_logits` row by row (a new array)."""
+    if not (config.grid_on or config.gap_on):
+        return logits
     ticks = np.asarray(lo)[:, None] + np.arange(logits.shape[-1])[None, :]
     last = np.asarray(last_onset)[:, None]
-    bias = np.zeros(ticks.shape, dtype=np.float32)
-    if config.grid_on:
-        bias += grid_bias(ticks, last, config)
-    if config.gap_on:
-        bias += gap_bias(ticks, last, config)
-    return logits + bias
+    out = _reshape_within(np.asarray(logits, dtype=np.float64), _time_bias(ticks, last, config), ticks != last)
+    return out.astype(logits.dtype, copy=False)
 
 
 # --- classifier-free guidance ----------------------------------------------------------------------

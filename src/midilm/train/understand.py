@@ -354,21 +354,21 @@ def train_text_llm(cfg: UnderstandConfig) -> Path:
         return ids, list(ids)
 
     stream = PackedStream(example, cfg.text_max_len, tokenizer.pad_token_id, cfg.seed)
-    args = _training_args(cfg, out, "stage0")
+    args = training_args(cfg, out, "stage0")
     from transformers import Trainer
 
     trainer = Trainer(model=model, args=args, train_dataset=iterable_dataset(stream), data_collator=collate_rows)
-    trainer.train(resume_from_checkpoint=_resume(cfg, out, "stage0"))
+    trainer.train(resume_from_checkpoint=resume_flag(cfg, out, "stage0"))
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    _finish(cfg, out, [dict(h, stage="stage0") for h in trainer.state.log_history], "text LM (stage 0)")
+    finish_run(cfg, out, [dict(h, stage="stage0") for h in trainer.state.log_history], "text LM (stage 0)")
     return out
 
 
 # --- stages 1 and 2 ---------------------------------------------------------------------------------
 
 
-def _training_args(cfg: UnderstandConfig, out: Path, name: str):
+def training_args(cfg: UnderstandConfig, out: Path, name: str):
     import torch
     from transformers import TrainingArguments
 
@@ -383,11 +383,11 @@ def _training_args(cfg: UnderstandConfig, out: Path, name: str):
     )
 
 
-def _resume(cfg: UnderstandConfig, out: Path, name: str):
+def resume_flag(cfg: UnderstandConfig, out: Path, name: str):
     return True if cfg.resume and any((out / f"checkpoints-{name}").glob("checkpoint-*")) else None
 
 
-def _trainer_class():
+def trainer_class():
     from transformers import Trainer
 
     class UnderstandTrainer(Trainer):
@@ -484,20 +484,20 @@ def train_understand(cfg: UnderstandConfig) -> Path:
         model.set_feature_stats(features)
     name = f"stage{cfg.stage}"
     data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage, shifted)
-    trainer = _trainer_class()(model=model, args=_training_args(cfg, out, name), train_dataset=data,
+    trainer = trainer_class()(model=model, args=training_args(cfg, out, name), train_dataset=data,
                                data_collator=make_collator(model))
-    trainer.train(resume_from_checkpoint=_resume(cfg, out, name))
+    trainer.train(resume_from_checkpoint=resume_flag(cfg, out, name))
     history = [dict(h, stage=name) for h in trainer.state.log_history]
     before = Path(cfg.init or cfg.llm or "") / "loss_history.json"  # earlier stages' curves go first
     if before.is_file():
         history = json.loads(before.read_text()) + history
     model.save_pretrained(out, dtype=torch.bfloat16 if cfg.save_dtype == "bf16" else None,
                           self_contained=cfg.self_contained)
-    _finish(cfg, out, history, f"MIDI-LLaMA ({name})")
+    finish_run(cfg, out, history, f"MIDI-LLaMA ({name})")
     return out
 
 
-def _finish(cfg: UnderstandConfig, out: Path, history: list[dict], title: str) -> None:
+def finish_run(cfg: UnderstandConfig, out: Path, history: list[dict], title: str) -> None:
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     (out / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")
     plot_losses(history, out / "loss.png", title)

@@ -57,7 +57,7 @@ def row_midi_ids(rows: list[dict], kind: str, tokenizer, layout, max_tokens: int
     from tqdm.auto import tqdm
 
     from midilm.errors import MidilmError
-    from midilm.understand.token_input import midi_ids
+    from midilm.models.token_input import midi_ids
 
     vocab = hashlib.sha1(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()[:8]
     key = json.dumps([[r["path"], r.get("unit"), r.get("clip_start"), r.get("clip_end")] for r in rows])
@@ -92,7 +92,7 @@ class TokenExamples:
 
     def __getitem__(self, i: int) -> dict:
         from midilm.models.conversation import IGNORE, encode_conversation
-        from midilm.understand.token_input import midi_ids
+        from midilm.models.token_input import midi_ids
 
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
         row, music = self.rows[i % len(self.rows)], self.ids[i % len(self.rows)]
@@ -155,8 +155,8 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from midilm.train.understand import _finish, _resume, _trainer_class, _training_args
-    from midilm.understand.token_input import load_llm, text_rows
+    from midilm.models.token_input import load_llm, text_rows
+    from midilm.train.understand import finish_run, resume_flag, trainer_class, training_args
 
     kind = cfg.kind()
     transpose_shifts(cfg.transpose)  # a bad interval fails before any loading
@@ -180,9 +180,9 @@ def train_baseline(cfg: BaselineConfig) -> Path:
         raise ValueError(f"no readable training rows in {cfg.data}")
     data = TokenExamples([rows[i] for i in keep], [ids[i] for i in keep], tokenizer, cfg, layout)
     model = text_rows_lm(peft_model, text_rows(llm, tokenizer, layout))
-    trainer = _trainer_class()(model=model, args=_training_args(cfg, out, "lora"), train_dataset=data,
+    trainer = trainer_class()(model=model, args=training_args(cfg, out, "lora"), train_dataset=data,
                                data_collator=collate(tokenizer.pad_token_id))
-    trainer.train(resume_from_checkpoint=_resume(cfg, out, "lora"))
+    trainer.train(resume_from_checkpoint=resume_flag(cfg, out, "lora"))
     history = [dict(h, stage="lora") for h in trainer.state.log_history]
 
     llm_dir = out / "llm"
@@ -200,6 +200,6 @@ def train_baseline(cfg: BaselineConfig) -> Path:
     from midilm.models.manifest import write_manifest
 
     write_manifest(out, kind, max_midi_tokens=cfg.max_midi_tokens, base_llm=str(src))
-    _finish(cfg, out, history, f"{kind} baseline (LoRA)")
+    finish_run(cfg, out, history, f"{kind} baseline (LoRA)")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ import time
 import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -174,15 +176,33 @@ def test_generate_without_seconds_uses_the_token_budget(client):
     assert len(s["tokens"]) <= 36 and len(read_midi(base64.b64decode(s["midi_base64"]))) == len(s["notes"])
 
 
-def test_continue_keeps_the_given_music_and_adds_to_it(client):
+def test_continue_keeps_the_whole_piece_and_samples_what_the_cli_samples(client, tmp_path):
+    """/v1/continue keeps every note of the upload at its time, on its tempo and meter, writes `seconds` of new
+    music from its last onset on, and samples the tokens `midilm generate --continue` samples (issue 13)."""
     given = example_piece()
-    r = client.post("/v1/continue", files={"file": ("in.mid", midi_bytes(given), "audio/midi")},
-                    data={"prompt": "pop song", "max_tokens": "30", "seed": "4", "seconds": "5"})
+    upload = tmp_path / "in.mid"
+    upload.write_bytes(midi_bytes(given))
+    given = read_midi(upload)
+    seconds = 1.5
+    r = client.post("/v1/continue", files={"file": ("in.mid", upload.read_bytes(), "audio/midi")},
+                    data={"prompt": "pop song", "max_tokens": str(MAX_TOKENS), "seed": "4", "seconds": str(seconds)})
     assert r.status_code == 200, r.text
     s = r.json()["samples"][0]
     out = read_midi(base64.b64decode(s["midi_base64"]))
-    assert len(out) > len(given) - 5  # the context is the given piece (its last minute: all of it)
-    assert 0 < len(s["tokens"]) <= 30 and out.duration >= given.duration - 0.5
+    assert out.bpm == pytest.approx(given.bpm, abs=0.01) and str(out.time_signature) == str(given.time_signature)
+    old = sorted(zip(np.round(given.start, 2), given.pitch, given.program))
+    notes = sorted(zip(np.round(out.start, 2), out.pitch, out.program))
+    for note in old:  # every given note is there, at its time (2 decimals: the MIDI tick grid)
+        assert note in notes, note
+        notes.remove(note)
+    last = float(given.start.max())
+    assert notes and all(last - 0.01 <= t <= last + seconds + 0.01 for t, _, _ in notes), (last, notes)
+    assert 0 < len(s["tokens"]) <= MAX_TOKENS
+    cli = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "pop song", "--continue", str(upload),
+                          "--seconds", str(seconds), "--max-tokens", str(MAX_TOKENS), "--seed", "4", "-o",
+                          str(tmp_path / "cli.mid")], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "cli.tokens.json").read_text()) == s["tokens"]
 
 
 # --- understanding, analysis, audio ---

@@ -1,7 +1,8 @@
 """Text to MIDI: `POST /v1/generate` and `POST /v1/continue`, on the "generate" worker.
 
-Requests that fit one window are batched together (`midilm.serve.batch`); longer ones and continuations
-run through `midilm.generate.pipeline.generate`.
+Generations are batched together (`midilm.serve.batch`); continuations run one by one through
+`midilm.generate.pipeline.generate`, exactly as `midilm generate --continue` runs them: the output holds the
+whole upload (its notes at their times, its tempo map and meter) followed by `seconds` of new music.
 """
 
 import base64
@@ -17,14 +18,13 @@ from midilm.serve.schemas import GenerateResponse, Limits, parse_instruments, pa
 from midilm.serve.state import ERRORS, ServerState, State, model_name, notes_json, read_upload, run
 from midilm.serve.worker import Job, Worker
 
-CONTEXT_SECONDS = 60.0  # a continuation sees the last minute of the upload (one window holds 100 s)
-
 
 @dataclass
 class GenJob:
     prompt: str
     options: Any  # GenerateOptions
-    context: list[int] = field(default_factory=list)
+    context: list[int] = field(default_factory=list)  # the AMT events of the piece to continue
+    given: Any = None  # that piece (Piece): its notes, tempo map and meter are kept
 
 
 @dataclass
@@ -50,17 +50,6 @@ def sample_json(gen, limit: int) -> dict:
             "instruments": gen.piece.instrument_names()}
 
 
-def continuation_context(data: bytes) -> list[int]:
-    """AMT events of an uploaded piece for the model to continue: its last minute, re-zeroed."""
-    from midilm.codecs.amt.encode import encode_midi
-
-    events = encode_midi(data)
-    last = max(events[0::3])
-    start = max(0, last - int(CONTEXT_SECONDS * 100))
-    return [x for i in range(0, len(events), 3) if events[i] >= start
-            for x in (events[i] - start, events[i + 1], events[i + 2])]
-
-
 def options_for(body: Any, seconds: float | None) -> Any:
     from midilm.generate.pipeline import GenerateOptions
 
@@ -73,7 +62,7 @@ def _run_one(state: ServerState, job: Job) -> tuple[list[dict], int]:
     from midilm.generate.pipeline import generate
 
     p = job.payload
-    gens = generate(state.models.t2m, p.prompt, p.options, p.context)
+    gens = generate(state.models.t2m, p.prompt, p.options, p.context, given=p.given)
     return [sample_json(g, state.limits.max_notes_returned) for g in gens], 1
 
 
@@ -120,7 +109,7 @@ def make_router(limits: Limits) -> APIRouter:
     @router.post("/v1/continue", response_model=GenerateResponse, responses=ERRORS)
     async def continue_midi(
         state: State,
-        file: Annotated[UploadFile, File(description="the MIDI file to continue (its last minute is the context)")],
+        file: Annotated[UploadFile, File(description="the MIDI file to continue (all of it is kept)")],
         prompt: Annotated[str, Form(max_length=limits.max_prompt_chars)] = "",
         max_tokens: Annotated[int, Form(ge=3, le=limits.max_tokens)] = limits.default_tokens,
         seed: Annotated[int | None, Form(ge=0, lt=2**32)] = None,
@@ -132,12 +121,13 @@ def make_router(limits: Limits) -> APIRouter:
         seconds: Annotated[float | None, Form(gt=0, le=limits.max_seconds, allow_inf_nan=False,
                                               description="seconds of new music")] = None,
     ) -> dict:
-        """Continue an uploaded piece; each sample holds the given last minute followed by the new music."""
+        """Continue an uploaded piece: each sample holds all of its notes, on its tempo map and meter, followed
+        by the new music (from its last onset on; `seconds` counts only the new music)."""
         _need_t2m(state)
-        from midilm.generate.sampler import music_seconds
+        from midilm.codecs.amt.encode import encode_midi
 
         t0 = time.perf_counter()
-        data, _ = await read_upload(state, file)
+        data, piece = await read_upload(state, file)
         words = [w for w in instruments.split(",") if w.strip()]
         if len(words) > limits.max_instruments:
             raise HTTPException(422, f"instruments: at most {limits.max_instruments}")
@@ -145,13 +135,12 @@ def make_router(limits: Limits) -> APIRouter:
             raise HTTPException(422, "prompt contains a NUL character")
         try:
             words = parse_instruments(words)
-            context = continuation_context(data)
+            context = encode_midi(data)
         except (MidilmError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
         body = _Form(max_tokens=max_tokens, seed=seed, temperature=temperature, top_p=top_p, bpm=bpm,
                      instruments=words, n=n)
-        total = None if seconds is None else music_seconds(context) + seconds
-        options = options_for(body, total)
-        return _response(state, await run(state, "generate", GenJob(prompt, options, context)), t0)
+        options = options_for(body, seconds)
+        return _response(state, await run(state, "generate", GenJob(prompt, options, context, piece)), t0)
 
     return router

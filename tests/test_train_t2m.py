@@ -223,3 +223,39 @@ def test_loss_is_normalised_by_the_accumulated_target_count():
     whole = model(x, y).loss  # mean over the 9 targets of both rows
     parts = model(x[:1], y[:1], num_items_in_batch=9).loss + model(x[1:], y[1:], num_items_in_batch=9).loss
     assert torch.allclose(whole, parts, rtol=1e-5)
+
+
+def test_defaults_follow_the_start_and_yield_to_explicit_values():
+    from midilm.train.t2m import T2MConfig, resolve_defaults
+
+    real = T2MConfig(data="", output="", init_from="some/llama")
+    cfg, lines = resolve_defaults(real, 1_235_814_400, bf16_available=True)
+    assert (cfg.lr, cfg.max_len, cfg.bf16) == (2e-4, 2048, True) and len(lines) == 3
+    big, _ = resolve_defaults(real, 8_030_261_248, bf16_available=False)
+    assert (big.lr, big.bf16) == (1e-4, False)
+    mine, lines = resolve_defaults(T2MConfig(data="", output="", init_from="x", lr=3e-5, max_len=512, bf16=False),
+                                   1e9, bf16_available=True)
+    assert (mine.lr, mine.max_len, mine.bf16, lines) == (3e-5, 512, False, [])
+    scratch, _ = resolve_defaults(T2MConfig(data="", output=""), 5e6, bf16_available=True)
+    assert (scratch.lr, scratch.max_len, scratch.bf16) == (1e-3, 1024, False)
+
+
+def test_parameter_count_of_the_real_shape_matches_a_built_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from midilm.train.t2m import count_params, real_shape_config
+
+    assert real_shape_config().vocab_size == 183286 and count_params(real_shape_config()) == 1_348_515_840
+    for tied in (True, False):  # the formula, checked on a small model that can be built here
+        c = LlamaConfig(vocab_size=500, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+        assert count_params(c) == sum(p.numel() for p in LlamaForCausalLM(c).parameters())
+
+
+def test_cli_without_data_is_one_line_error():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "train", "t2m", "-o", "x"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "--data" in r.stderr and "Traceback" not in r.stderr

@@ -42,20 +42,16 @@ def cmd_eval_generate(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace):
-    """The text-to-MIDI model to evaluate (transformers), on a device checked before it loads."""
+    """The text-to-MIDI model to evaluate (transformers; the shipped one by default), on a device checked
+    before it loads."""
     import torch
 
     from midilm.cli_common import check_device
-    from midilm.generate.cli import default_model_path
-    from midilm.models.midi_llm import load_text_to_midi
+    from midilm.generate.load import load_model
 
-    path = Path(args.model) if args.model else default_model_path()
-    if not path.is_dir():
-        hint = "" if args.model else " (no default model is shipped in this install: pass --model DIR)"
-        raise FileNotFoundError(f"model directory not found: {path}{hint}")
     device = check_device(args.device)
     torch.set_num_threads(args.threads)
-    return load_text_to_midi(path, device=device)
+    return load_model(args.model, device=device)
 
 
 def _set_summary(report: dict) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import socket
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ class ServeError(MidilmError):
 
 def _load_t2m(args):
     """The text-to-MIDI model on the chosen backend; one readable error when it cannot load."""
-    from midilm.generate.cli import default_model_path
+    from midilm.generate.load import default_model_path, load_model
 
     path = Path(args.model) if args.model else default_model_path()
     if not path.is_dir():
@@ -28,17 +27,11 @@ def _load_t2m(args):
             import vllm  # noqa: F401
         except ImportError:
             raise ServeError("the vllm backend needs the vllm package and a GPU (pip install 'midilm[vllm]')") from None
-    from midilm.models.midi_llm import load_text_to_midi
-
     if args.backend == "transformers":
         import torch
 
         torch.set_num_threads(args.threads)
-    if "backend" in inspect.signature(load_text_to_midi).parameters:
-        return load_text_to_midi(path, device=args.device, backend=args.backend)
-    if args.backend != "transformers":
-        raise ServeError(f"this install's text-to-MIDI loader has no {args.backend} backend")
-    return load_text_to_midi(path, device=args.device)
+    return load_model(path, backend=args.backend, device=args.device)
 
 
 def _devices(args) -> tuple[str | None, str | None]:

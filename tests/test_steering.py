@@ -101,10 +101,13 @@ def test_grid_bias_prefers_beats_then_subdivisions():
     assert shifted[0] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_grid_exempts_the_current_onset():
+def test_grid_exempts_the_current_onset_and_counts_a_flam_off_the_grid():
     config = SteeringConfig(bpm=120, grid_strength=1.5)
     bias = grid_bias(np.array([118, 119]), last_onset=118, config=config)
     assert bias[0] == 0.0 and bias[1] < -1.0
+    # 101 is next to the beat at 100, but the row's current onset is that beat: a flam, not a grid point
+    near = grid_bias(np.array([100, 101, 106]), last_onset=np.array([[0], [100]]), config=config)
+    assert near[0, 1] > -0.5 and near[1, 1] == pytest.approx(-1.5) and near[1, 2] == pytest.approx(-1.5)
 
 
 def test_gap_penalty_zero_below_threshold_then_grows():
@@ -293,3 +296,142 @@ def test_score_item_silence_and_density_comparison():
     d = density_comparison(items, refs)
     assert d["within_factor_share"] == pytest.approx(0.5)  # 2/3 inside the factor 1.5, 9/4 outside
     assert d["ratio"] == pytest.approx(5.5 / 3.5)
+
+
+# --- the hook and the pipeline -----------------------------------------------------------------------------
+
+
+class _Row:
+    """What a processor reads from an engine row: the grammar clock, the window offset, the CFG branch."""
+
+    def __init__(self, time: int, offset: int = 0, uncond=None):
+        from types import SimpleNamespace
+
+        self.seq = SimpleNamespace(state=SimpleNamespace(time=time))
+        self.offset, self.uncond_logits = offset, uncond
+
+
+def test_processor_mixes_guidance_then_biases_on_the_absolute_grid():
+    from midilm.generate.sampler import Choice
+    from midilm.generate.steering import steering_processor
+
+    config = SteeringConfig(bpm=120, grid_strength=2.0, cfg_scale=2.0)
+    cond, uncond = np.zeros(101), np.linspace(0, 1, 101)
+    # a window starting at absolute tick 1030: its tick 20 is absolute 1050, a beat (50 ticks at 120 bpm)
+    out = steering_processor(config)(_Row(0, offset=1030, uncond=uncond), Choice(0, 101), cond)
+    expected = steer_logits(cfg_mix(cond, uncond, 2.0), 0, 0, SteeringConfig(bpm=120, grid_strength=2.0,
+                                                                              grid_origin=-1030))
+    np.testing.assert_allclose(out, expected, atol=1e-9)
+    bias = out - cfg_mix(cond, uncond, 2.0)
+    assert bias[20] > bias[25] > bias[27]  # beat > eighth > off the grid, on the absolute clock
+    # no unconditioned branch: the biases alone
+    plain = steering_processor(config)(_Row(0, offset=1030), Choice(0, 101), cond)
+    np.testing.assert_allclose(plain, steer_logits(cond, 0, 0, SteeringConfig(bpm=120, grid_strength=2.0,
+                                                                               grid_origin=-1030)), atol=1e-9)
+
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from midilm.generate.cli import default_model_path  # noqa: E402
+from midilm.generate.pipeline import GenerateOptions, generate  # noqa: E402
+
+MODEL = default_model_path()
+needs_model = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from midilm.models.midi_llm import load_text_to_midi
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_text_to_midi(MODEL)
+    torch.set_num_threads(threads)
+
+
+def _pitch_classes(gen) -> set[int]:
+    p = gen.piece
+    return set((p.pitch[p.program != DRUMS] % 12).tolist())
+
+
+@needs_model
+def test_a_saturated_key_prior_keeps_every_pitched_note_in_the_tonic_triad(model):
+    # at strength 100 a scale tone costs 50 nats and a chromatic one 100: their chance is below 1e-20
+    opts = GenerateOptions(seed=3, max_tokens=120, seconds=15, steer=False, key="D major", key_prior=100.0)
+    gen = generate(model, "a cheerful piano and violin duet", opts)[0]
+    assert len(gen.piece) > 10
+    assert _pitch_classes(gen) <= {2, 6, 9}
+    assert gen.settings["steering"]["key"] == "D major" and gen.settings["steering"]["grid_strength"] == 0
+    alone = generate(model, "a cheerful piano and violin duet", GenerateOptions(seed=3, max_tokens=120, seconds=15,
+                                                                               steer=False))[0]
+    assert not _pitch_classes(alone) <= {2, 6, 9}
+
+
+@needs_model
+def test_a_saturated_beat_grid_puts_every_onset_on_a_sixteenth(model):
+    # 100 bpm: a sixteenth is exactly 15 ticks; one tick off a grid point costs ~10 nats more than on it.
+    # In the last 0.15 s of the window only off-grid ticks may remain: the grammar's end, left out.
+    opts = GenerateOptions(seed=4, max_tokens=150, seconds=20, steer=False, beat_grid=100.0)
+    gen = generate(model, "a jazz trio with piano, bass and drums at 100 bpm", opts)[0]
+    ticks = np.unique(np.asarray(gen.tokens[0::3]))
+    ticks = ticks[ticks < 2000 - 15]
+    assert len(ticks) > 5 and np.all(ticks % 15 == 0)
+    alone = generate(model, "a jazz trio with piano, bass and drums at 100 bpm",
+                     GenerateOptions(seed=4, max_tokens=150, seconds=20, steer=False))[0]
+    assert np.any(np.unique(np.asarray(alone.tokens[0::3])) % 15 != 0)
+
+
+@needs_model
+def test_default_steering_and_length_come_from_the_prompt(model):
+    gen = generate(model, "A calm piano piece in C major at 80 bpm.", GenerateOptions(seed=1, max_tokens=2046))[0]
+    s = gen.settings
+    assert s["steering"]["active"] and s["steering"]["key"] == "C major" and s["steering"]["bpm"] == 80
+    assert s["length"] == {"seconds": 48.0, "source": "default for the prompt"}  # 16 bars of 4/4 at 80 bpm
+    assert gen.piece.duration <= 48.0 + 10.0  # the last onset is inside the length; a note may ring on
+    off = generate(model, "A calm piano piece in C major at 80 bpm.",
+                   GenerateOptions(seed=1, max_tokens=60, steer=False, default_length=False))[0]
+    assert not off.settings["steering"]["active"] and off.settings["length"]["source"] == "token budget"
+    # no tempo named: the grid runs at 120 bpm and the piece is decoded on it
+    free = generate(model, "a sad song", GenerateOptions(seed=2, max_tokens=60))[0]
+    assert free.settings["bpm"] == 120 and free.settings["bpm_source"] == "steering grid (default)"
+
+
+@needs_model
+def test_guidance_runs_the_empty_description_and_scale_one_adds_nothing(model):
+    from midilm.generate.pipeline import Request, plan_steering
+
+    base = GenerateOptions(seed=5, max_tokens=60, seconds=10, steer=False)
+    guided = generate(model, "a slow cello melody", GenerateOptions(**{**vars(base), "cfg": 3.0}))[0]
+    assert guided.settings["steering"]["cfg_scale"] == 3.0 and guided.settings["steering"]["active"]
+    assert guided.report.dropped == 0 and len(guided.piece) > 0
+    one, _ = plan_steering(model, Request("x"), GenerateOptions(steer=False, cfg=1.0), None, None)
+    assert not one.active  # scale 1 is off: no second branch is run
+
+
+def test_vllm_gets_no_steering():
+    from types import SimpleNamespace
+
+    from midilm.generate.pipeline import Request, plan_steering
+
+    config, note = plan_steering(SimpleNamespace(backend="vllm"), Request("in C major"), GenerateOptions(), 90, None)
+    assert not config.active and "vllm" in note
+
+
+@needs_model
+def test_cli_steering_options(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "a.mid"
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "a waltz in A minor", "-o", str(out),
+                        "--seed", "1", "--max-tokens", "45", "--key", "Eb major", "--beat-grid", "0", "--cfg", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
+    s = json.loads(out.with_suffix(".json").read_text())["steering"]
+    assert s["key"] == "Eb major" and s["grid_strength"] == 0 and s["meter"] == "3/4" and s["cfg_scale"] == 1.0
+    assert "steering: key Eb major" in r.stderr
+    bad = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "x", "-o", str(tmp_path / "b.mid"),
+                          "--key", "H major"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "not a key" in bad.stderr and not (tmp_path / "b.mid").exists()

@@ -39,6 +39,8 @@ def _options(args):
         instruments=[w for w in args.instruments.split(",") if w.strip()] if args.instruments else None,
         n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         constrained=not args.no_constraints, preset=args.preset,
+        steer=not args.no_steer, key=args.key, key_prior=args.key_prior, beat_grid=args.beat_grid,
+        gap_penalty=args.gap_penalty, max_gap_beats=args.max_gap, cfg=args.cfg,
     ).with_preset()
 
 
@@ -100,12 +102,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
         gens = generate(model, prompt, options, **given)
         if gens:
             print(f"midilm: {gens[0].settings['instruments_notice']}", file=sys.stderr)
+            print(f"midilm: {steering_notice(gens[0].settings)}", file=sys.stderr)
         for gen, path in zip(gens, output_paths(target, len(gens))):
             files = write_generation(gen, path, wav=args.wav, png=args.png)
             s = gen.settings
             print(f"wrote {files['midi']}: {s['notes']} notes, {s['music_seconds']:.1f} s at {s['bpm']:g} bpm "
                   f"({s['bpm_source']}), {s['tokens']} tokens in {s['generation_seconds']:.1f} s", file=sys.stderr)
     return 0
+
+
+def steering_notice(settings: dict) -> str:
+    """One line: what the steering pulled toward, and the length (from a generation's settings)."""
+    st, length = settings.get("steering") or {}, settings.get("length") or {}
+    parts = []
+    if st.get("key_strength"):
+        parts.append(f"key {st['key']} ({st['key_strength']:g})")
+    if st.get("grid_strength"):
+        parts.append(f"beat grid {settings['bpm']:g} bpm {st['meter']} ({st['grid_strength']:g})")
+    if st.get("gap_strength"):
+        parts.append(f"gaps past {st['max_gap_beats']:g} beats ({st['gap_strength']:g}/beat)")
+    if st.get("cfg_scale", 1.0) != 1.0:
+        parts.append(f"guidance {st['cfg_scale']:g}")
+    text = "steering: " + (", ".join(parts) if parts else st.get("note", "off"))
+    if length.get("seconds"):
+        text += f"; length {length['seconds']:g} s ({length['source']})"
+    return text
 
 
 def cmd_export_gguf(args: argparse.Namespace) -> int:
@@ -133,6 +154,56 @@ def _positive(kind):
         return value
 
     return parse
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in 0..100, got {text}")
+    return value
+
+
+def _key(text: str) -> str:
+    from midilm.generate.steering import parse_key
+
+    try:
+        parse_key(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _cfg_scale(text: str) -> float:
+    value = _strength(text)
+    if value > 20:
+        raise argparse.ArgumentTypeError(f"must be in 0..20, got {text}")
+    return value
+
+
+def _add_steering(p) -> None:
+    from midilm.generate import steering as st
+
+    g = p.add_argument_group("steering", "soft biases toward what the prompt asks (strengths in nats; 0 = off)")
+    g.add_argument("--key", type=_key, default=None,
+                   help='key to steer toward, e.g. "F# minor" (default: the one the prompt names)')
+    g.add_argument("--no-steer", action="store_true",
+                   help="the model alone: no key prior, beat grid, gap penalty or guidance unless given below")
+    g.add_argument("--key-prior", type=_strength, default=None, metavar="S",
+                   help=f"pull toward the key's scale, tonic triad most (default {st.DEFAULT_KEY_STRENGTH:g} when a "
+                        "key is known)")
+    g.add_argument("--beat-grid", type=_strength, default=None, metavar="S",
+                   help="pull onsets onto the 16th grid of the tempo, beats most (default "
+                        f"{st.DEFAULT_GRID_STRENGTH:g}; at {st.DEFAULT_BPM:g} bpm when no tempo is given)")
+    g.add_argument("--gap-penalty", type=_strength, default=None, metavar="S",
+                   help=f"per beat of silence past --max-gap (default {st.DEFAULT_GAP_STRENGTH:g})")
+    g.add_argument("--max-gap", type=_positive(float), default=None, metavar="BEATS",
+                   help=f"beats between onsets before the gap penalty starts (default {st.DEFAULT_MAX_GAP_BEATS:g})")
+    g.add_argument("--cfg", type=_cfg_scale, default=None, metavar="SCALE",
+                   help=f"classifier-free guidance against the empty description (default {st.DEFAULT_CFG_SCALE:g}: "
+                        "off; another scale doubles the work per token)")
 
 
 def register(sub) -> None:
@@ -163,6 +234,7 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="midi-llm: sample exactly as MIDI-LLM's release does (temperature 1.0, top-p 0.98, 2,046 "
                         "tokens, any music id, no grammar), for like-for-like comparisons; overrides those options")
+    _add_steering(p)
     p.add_argument("--wav", action="store_true", help="also render audio with FluidSynth")
     p.add_argument("--png", action="store_true", help="also draw a piano roll")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")

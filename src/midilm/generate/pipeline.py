@@ -34,6 +34,14 @@ from midilm.codecs.amt.vocab import ANTICIPATE, CONTROL_OFFSET, MAX_TIME, TIME_R
 from midilm.generate.grammar import GrammarConfig
 from midilm.generate.sampler import SamplingConfig, row_seeds
 from midilm.generate.schedule import Job, Sample, run_jobs
+from midilm.generate.steering import (
+    DEFAULT_BPM,
+    OFF,
+    SteeringConfig,
+    default_seconds,
+    derive_steering,
+    steering_processor,
+)
 from midilm.music.gm import DRUMS, plain_name, program_from_word, program_name
 
 # a representative bpm for each tempo word a prompt may use (the middle of its Italian bin)
@@ -56,7 +64,8 @@ MAX_SECONDS = 1800.0  # a piece without a requested length stops at its token bu
 PRESETS = {
     # MIDI-LLM's release: temperature 1.0, top-p 0.98, 2,046 new tokens, any music id, no grammar
     "midi-llm": {"temperature": 1.0, "top_p": 0.98, "top_k": 0, "max_tokens": 2046, "constrained": False,
-                 "seconds": None, "use_prompt_instruments": False, "instruments": None},
+                 "seconds": None, "use_prompt_instruments": False, "instruments": None, "steer": False,
+                 "key_prior": None, "beat_grid": None, "gap_penalty": None, "cfg": None, "default_length": False},
 }
 
 
@@ -150,6 +159,16 @@ class GenerateOptions:
     constrained: bool = True
     use_prompt_instruments: bool = True
     preset: str | None = None
+    # steering (generate/steering.py), on by default where the prompt or these options give it a target;
+    # strengths in nats, None: the default, 0: off
+    steer: bool = True  # False: the model alone (a strength given explicitly still applies)
+    key: str | None = None  # the key to steer toward ("F# minor"); default: the prompt's
+    key_prior: float | None = None
+    beat_grid: float | None = None
+    gap_penalty: float | None = None  # per beat past max_gap_beats
+    max_gap_beats: float | None = None
+    cfg: float | None = None  # classifier-free guidance scale (1: off)
+    default_length: bool = True  # without `seconds`, a piece of the length the prompt implies (steering.py)
 
     def with_preset(self) -> GenerateOptions:
         """These options with the preset's settings applied (the preset wins)."""
@@ -266,6 +285,36 @@ class _Plan:
     meter: tuple[int, int] | None
     seed: int
     job: Job
+    steering: SteeringConfig = OFF
+    steering_note: str = "off"
+    length: dict = field(default_factory=dict)
+
+
+def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | None,
+                  meter: tuple[int, int] | None) -> tuple[SteeringConfig, str]:
+    """The request's steering and a note on it: a given piece's own tempo and meter set the grid; vLLM,
+    which runs its own loop, gets none."""
+    if req.given is not None:
+        ts = req.given.time_signature
+        bpm, meter = float(req.given.bpm), (ts.numerator, ts.denominator)
+    steering = derive_steering(req.prompt, key=options.key, bpm=bpm, meter=meter, steer=options.steer,
+                               key_strength=options.key_prior, grid_strength=options.beat_grid,
+                               gap_strength=options.gap_penalty, max_gap_beats=options.max_gap_beats,
+                               cfg_scale=options.cfg)
+    if steering.active and getattr(model, "backend", "transformers") == "vllm":
+        return OFF, "off: the vllm backend samples in its own loop"
+    return steering, "on" if steering.active else "off"
+
+
+def plan_length(prompt: str, options: GenerateOptions, bpm: float | None, meter: tuple[int, int] | None,
+                open_ended: bool) -> tuple[float, dict]:
+    """Seconds of new music to write, and where that figure comes from (for the sidecar)."""
+    if options.seconds is not None:
+        return options.seconds, {"seconds": options.seconds, "source": "option"}
+    if options.default_length and options.constrained and open_ended:
+        seconds = default_seconds(prompt, bpm, meter)
+        return seconds, {"seconds": seconds, "source": "default for the prompt"}
+    return MAX_SECONDS, {"seconds": None, "source": "token budget"}
 
 
 def _plan(model, req: Request) -> _Plan:
@@ -281,15 +330,24 @@ def _plan(model, req: Request) -> _Plan:
     controls = read_prompt(req.prompt)
     choice = choose_instruments(controls, options)
     grammar = GrammarConfig.make(choice.grammar_list, max_notes_per_onset=options.max_notes_per_onset)
+    bpm, meter = options.bpm or controls.bpm, options.time_signature or controls.time_signature
+    steering, steering_note = plan_steering(model, req, options, bpm, meter)
+    processors = list(req.processors)
+    uncond_caption = req.uncond_caption
+    if steering.active:
+        processors.insert(0, steering_processor(steering))
+        if steering.cfg_scale != 1.0 and uncond_caption is None:
+            uncond_caption = ""  # MIDI-LLM's prompt without a description: the SFT's caption dropout
     prompt_ids = model.prompt_ids(req.prompt)
-    uncond = None if req.uncond_caption is None else model.prompt_ids(req.uncond_caption)
+    uncond = None if uncond_caption is None else model.prompt_ids(uncond_caption)
     if req.controls:
         flag = model.layout.music_id(ANTICIPATE)
         prompt_ids = prompt_ids[:-1] + [flag]
         uncond = None if uncond is None else uncond[:-1] + [flag]
     context = [int(t) for t in req.context]
     start = max(context[0::3], default=0)
-    seconds = options.seconds if options.seconds is not None else MAX_SECONDS
+    seconds, length = plan_length(req.prompt, options, bpm or (steering.bpm if steering.grid_on else None), meter,
+                                  open_ended=not context and not req.controls)
     end = start + int(round(seconds * TIME_RESOLUTION)) - (0 if context else 1)
     if req.controls:  # the whole melody is accompanied, however long it is
         end = max(end, max(t - CONTROL_OFFSET for t in req.controls[0::3]) + TIME_RESOLUTION)
@@ -297,9 +355,8 @@ def _plan(model, req: Request) -> _Plan:
         end = MAX_TIME - 1  # MIDI-LLM's own sampling: one sequence, no windows
     seed, seeds = row_seeds(options.seed, options.n)
     job = Job(prompt_ids, sampling, grammar, seeds, start, end, context, [int(t) for t in req.controls],
-              processors=tuple(req.processors), uncond_prompt=uncond, stop=req.stop)
-    return _Plan(req, options, choice, options.bpm or controls.bpm, options.time_signature or controls.time_signature,
-                 seed, job)
+              processors=tuple(processors), uncond_prompt=uncond, stop=req.stop)
+    return _Plan(req, options, choice, bpm, meter, seed, job, steering, steering_note, length)
 
 
 def generate_many(model, requests: list[Request]) -> list[list[Generation]]:
@@ -365,6 +422,8 @@ def _finish(model, plan: _Plan, k: int, sample: Sample, elapsed: float) -> Gener
         notes, _ = limit_instruments(notes, report)
         meter = plan.meter or (4, 4)
         bpm, bpm_source = plan.bpm, "option" if options.bpm else "prompt" if plan.bpm else "estimated"
+        if bpm is None and plan.steering.grid_on:  # the onsets were drawn to the default grid: decode on it
+            bpm, bpm_source = DEFAULT_BPM, "steering grid (default)"
         if bpm is None:
             rough = notes_to_piece(notes, np.full(len(notes.pitch), DEFAULT_VELOCITY), 120.0, meter, 480,
                                    DecodeReport(), snap=False)
@@ -382,6 +441,8 @@ def _finish(model, plan: _Plan, k: int, sample: Sample, elapsed: float) -> Gener
         "notes": len(piece), "new_notes": len(notes.pitch) if given is not None else None,
         "music_seconds": round(float(piece.duration), 2),
         "generation_seconds": round(elapsed, 3), "stop_reason": sample.reason, "decode": report.as_dict(),
+        "length": plan.length,
+        "steering": {**plan.steering.describe(), "active": plan.steering.active, "note": plan.steering_note},
     }
     return Generation(piece, tokens, report, settings)
 

@@ -254,7 +254,9 @@ def note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
 def grid_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
     """Bias of candidate onset ticks toward the beat grid: 0 on a beat, -0.25 s on an eighth, -0.5 s on a
     sixteenth, -s off the grid (s = grid_strength), Gaussian around each grid point; a candidate equal to
-    the row's `last_onset` (one more note of the same chord) gets 0. Broadcasts ticks against last_onset."""
+    the row's `last_onset` (one more note of the same chord) gets 0, and one less than half a sixteenth
+    after it (a flam: the same grid point again) counts as off the grid. Broadcasts ticks against
+    last_onset."""
     ticks = np.asarray(ticks, dtype=np.float64)
     beat = config.beat_ticks
     sixteenth = beat * _GRID_LEVELS[-1][0]
@@ -265,8 +267,10 @@ def grid_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringC
         period = beat * beats
         d = pos - period * np.round(pos / period)
         score = np.maximum(score, weight * np.exp(-0.5 * (d / sigma) ** 2))
+    since = ticks - np.asarray(last_onset)
+    score = np.where(since < sixteenth / 2, 0.0, score)
     bias = -config.grid_strength * (1.0 - score)
-    return np.where(ticks == np.asarray(last_onset), 0.0, bias).astype(np.float32)
+    return np.where(since == 0, 0.0, bias).astype(np.float32)
 
 
 def gap_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
@@ -393,6 +397,26 @@ def cfg_mix(cond, uncond, scale: float):
 
     mixed = uncond + scale * (cond - uncond)
     return torch.where(torch.isfinite(cond) & torch.isfinite(mixed), mixed, torch.full_like(cond, -math.inf))
+
+
+def steering_processor(config: SteeringConfig):
+    """The engine's logits hook (`engine.Row.processors`) for one request: CFG first where the row runs an
+    unconditioned branch (`row.uncond_logits`), then the biases on the row's grammar clock; the grid stays
+    on the absolute beat grid across windows (`row.offset`: the window's start in absolute ticks)."""
+    by_offset: dict[int, SteeringConfig] = {}
+
+    def apply(row, choice, logits: np.ndarray) -> np.ndarray:
+        uncond = getattr(row, "uncond_logits", None)
+        if config.cfg_scale != 1.0 and uncond is not None:
+            logits = cfg_mix(logits, uncond, config.cfg_scale)
+        if not config.biased:
+            return logits
+        offset = int(getattr(row, "offset", 0))
+        if offset not in by_offset:
+            by_offset[offset] = shifted(config, offset)
+        return steer_logits(logits, choice.lo, row.seq.state.time, by_offset[offset])
+
+    return apply
 
 
 def unconditioned_prompt(layout) -> str:

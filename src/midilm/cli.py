@@ -19,9 +19,6 @@ from midilm.cli_common import (  # noqa: F401 (CliError and EXIT_USAGE are this 
     report_file_error,
 )
 
-# The old private spellings, for midilm.generate.cli until it imports midilm.cli_common (issue 13, section 4).
-_bpm, _meter = bpm, meter
-
 # --- tokenize / detokenize -------------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ def _load_t2m(args):
         import torch
 
         torch.set_num_threads(args.threads)
-    return load_model(path, backend=args.backend, device=args.device)
+    return load_model(path, backend=args.backend, device=args.device, dtype=args.dtype)
 
 
 def _devices(args) -> tuple[str | None, str | None]:
@@ -56,7 +56,7 @@ def _load_understanding(args) -> tuple[object | None, str | None, str | None]:
             raise ServeError(f"cannot load the understanding model: {e}") from None
         return None, None, "this install has no midilm.understand"
     try:
-        model = load_understanding_model(explicit, device=args.understanding_device or "cpu")
+        model = load_understanding_model(explicit, device=args.understanding_device or "cpu", dtype=args.dtype)
     except Exception as e:  # the shipped default may be absent in this install: serve without it
         if explicit:
             raise ServeError(f"cannot load the understanding model {explicit}: {e}") from None
@@ -144,6 +144,8 @@ def register(sub) -> None:
                    help="where the models run: cpu, cuda, cuda:1, mps, ... (default: cpu); checked at start")
     p.add_argument("--understanding-device", default=None, metavar="DEVICE",
                    help="where the understanding model runs, if not on --device")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="the models' precision (default: fp32 on a CPU; on a GPU bf16 where it has it)")
     p.add_argument("--threads", type=_positive(int, 256), default=1, help="CPU threads for the model (default 1)")
     p.add_argument("--max-tokens", type=_positive(int, 100_000), default=4096, help="largest max_tokens accepted")
     p.add_argument("--max-samples", type=_positive(int, 64), default=8, help="largest n accepted")

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 ANALYSIS = "analysis"
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 def _load(args):
@@ -24,7 +25,7 @@ def _load(args):
 
     device = check_device(args.device)  # before loading: an unavailable device is one line at once
     torch.set_num_threads(args.threads)
-    return load_understanding_model(args.model, device=device or "cpu")
+    return load_understanding_model(args.model, device=device or "cpu", dtype=args.dtype)
 
 
 def _piece(path: str):
@@ -87,6 +88,8 @@ def _common(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--top-p", dest="top_p", type=float, default=1.0)
     p.add_argument("--max-tokens", dest="max_tokens", type=int, default=max_tokens)
     p.add_argument("--device", default=None, help="where the model runs: cpu, cuda, cuda:1, mps (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="weights' precision (default: bf16 on a GPU that has it, else fp32)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (tiny models run best on one)")
 
 

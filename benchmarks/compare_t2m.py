@@ -11,7 +11,9 @@ music, loss on the music only, per-block softmax, the recipe's augmentations and
 AdamW at a constant learning rate after a short warm-up, on one thread, until the process has spent
 `--cpu-seconds` of CPU time on training. Process CPU time, not wall time, because the machine is shared.
 The validation loss (fixed examples from validation-split pieces, no augmentation, per music token) is
-measured at fixed CPU times; its own CPU time is not counted. Tokens per second are packed training tokens
+measured at fixed CPU times on the windows of benchmarks/validation_loss.py (the same music whatever the
+tokenizer); its own CPU time is not counted. Scheme "warm:DIR" continues a trained model instead (its
+own tokenizer and sizes; the size fields are then only labels). Tokens per second are packed training tokens
 per CPU second. Results go to OUT/compare_t2m.json (runs already there are kept: a comparison can be
 extended) and OUT/compare_t2m.png, and a Markdown table is printed.
 """
@@ -52,49 +54,39 @@ def parse_runs(spec: str) -> list[dict]:
     return runs
 
 
-def validation_batch(pieces, layout, tokenizer, cfg, seed: int = 0):
-    """Fixed stage-2 examples from validation pieces: no augmentation, no caption dropout."""
-    import torch
+def validation_examples(pieces):
+    """The fixed validation windows of benchmarks/validation_loss.py: the same music for any tokenizer."""
+    import validation_loss as VL
 
-    from midilm.train.t2m import sft_example
-
-    plain = type(cfg)(**{**cfg.__dict__, "caption_dropout": 0.0, "p_transpose": 0.0, "p_tempo": 0.0,
-                         "p_reassign": 0.0, "p_anticipate": 0.0})
-    rng = random.Random(seed)
-    rows = []
-    for p in pieces:
-        ids, labels = sft_example(p, layout, tokenizer, plain, rng)
-        ids, labels = ids[: cfg.max_len], labels[: cfg.max_len]
-        rows.append((torch.tensor([ids]), torch.tensor([labels])))
-    return rows
+    rows = [{**p.analysis, "events": p.events, "source": p.source} for p in pieces]
+    return VL.examples(rows)
 
 
-def validation_loss(model, rows, blocks) -> float:
-    """Per-block cross-entropy per music token over the fixed validation examples."""
-    import torch
+def validation_loss(model, tokenizer, layout, exs) -> float:
+    """Per-block cross-entropy per music token over the fixed validation windows."""
+    import validation_loss as VL
 
-    from midilm.train.t2m import block_loss
-
-    total, count = 0.0, 0
     model.eval()
-    with torch.no_grad():
-        weight = model.get_output_embeddings().weight
-        for x, y in rows:
-            hidden = model.get_decoder()(input_ids=x).last_hidden_state
-            n = int((y[:, 1:] != -100).sum())
-            total += float(block_loss(hidden, weight, y, blocks)) * n
-            count += n
+    loss = VL.score(model, tokenizer, layout, exs)["all"]
     model.train()
-    return total / max(count, 1)
+    return loss
 
 
 def build(run: dict, tokenizer, seed: int):
+    """(model, tokenizer, layout): a from-scratch Llama expanded with `scheme`, or with scheme "warm:DIR"
+    a trained text-to-MIDI model (and its own tokenizer) to continue from."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from midilm.models.vocab import expand_vocabulary
+    from midilm.models.vocab import expand_vocabulary, layout_for
 
     torch.manual_seed(seed)
+    if run["scheme"].startswith("warm:"):
+        home = run["scheme"].removeprefix("warm:")
+        model = AutoModelForCausalLM.from_pretrained(home, local_files_only=True, use_safetensors=True,
+                                                     dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(home, local_files_only=True)
+        return model, tok, layout_for(home, model.config.vocab_size, len(tok))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=run["hidden"], intermediate_size=run["intermediate"],
                          num_hidden_layers=run["layers"], num_attention_heads=run["heads"],
                          num_key_value_heads=run["kv_heads"], max_position_embeddings=2048, tie_word_embeddings=True,
@@ -102,7 +94,7 @@ def build(run: dict, tokenizer, seed: int):
                          pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0)
     model = LlamaForCausalLM(config)
     layout = expand_vocabulary(model, len(tokenizer), init=run["scheme"], seed=seed)
-    return model, layout
+    return model, tokenizer, layout
 
 
 def train_run(run: dict, args, tokenizer, pieces, val_pieces) -> dict:
@@ -110,18 +102,18 @@ def train_run(run: dict, args, tokenizer, pieces, val_pieces) -> dict:
 
     from midilm.train.t2m import PackedStream, T2MConfig, block_loss, loss_blocks, sft_example
 
-    model, layout = build(run, tokenizer, args.seed)
+    model, tokenizer, layout = build(run, tokenizer, args.seed)
     cfg = T2MConfig(data=args.data, output="", max_len=args.max_len, batch_size=args.batch_size, lr=args.lr,
                     seed=args.seed)
     blocks = loss_blocks(layout)
-    val = validation_batch(val_pieces, layout, tokenizer, cfg)
+    val = validation_examples(val_pieces)
     n_params = sum(p.numel() for p in model.parameters())
     body = n_params - model.get_input_embeddings().weight.numel()
     stream = iter(PackedStream(lambda r: sft_example(r.choice(pieces), layout, tokenizer, cfg, r), cfg.max_len,
                                tokenizer.pad_token_id, args.seed + 1))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     marks = [args.cpu_seconds * k / args.evals for k in range(1, args.evals + 1)]
-    curve = [(0.0, 0, validation_loss(model, val, blocks))]
+    curve = [(0.0, 0, validation_loss(model, tokenizer, layout, val))]
     print(f"--- {run['name']}: {n_params / 1e6:.1f} M parameters ({body / 1e6:.2f} M body), "
           f"validation loss {curve[0][2]:.3f} at start", flush=True)
     spent, tokens, step, train_losses = 0.0, 0, 0, []
@@ -146,7 +138,7 @@ def train_run(run: dict, args, tokenizer, pieces, val_pieces) -> dict:
         train_losses.append((round(spent, 1), step, float(loss.detach())))
         if spent >= marks[0]:
             marks.pop(0)
-            curve.append((round(spent, 1), tokens, validation_loss(model, val, blocks)))
+            curve.append((round(spent, 1), tokens, validation_loss(model, tokenizer, layout, val)))
             print(f"    {spent:7.1f} CPU s  step {step:5d}  {tokens / spent:7.0f} tokens/s  "
                   f"train {float(loss.detach()):.3f}  validation {curve[-1][2]:.3f}", flush=True)
     return {**run, "params": n_params, "body_params": body, "steps": step, "tokens": tokens,

@@ -11,8 +11,8 @@ analysis (seeded per piece, so every model reads the same text). The music windo
 prompt's length, so models with different tokenizers are scored on the same music. Loss: cross-entropy
 per music token with each target competing only with its own AMT block (time, duration, note, ...), which
 is what the recipe trains and what the constrained sampler chooses from; the flag that ends the prompt
-is not a target. Model directories may also be Trainer checkpoints (`checkpoint-N` with model.safetensors
-of the training wrapper: the weights are read back into the base model).
+is not a target. Model directories may also be Trainer checkpoints (`checkpoint-N`) of a run whose output
+folder holds the tokenizer.
 """
 
 from __future__ import annotations
@@ -71,26 +71,16 @@ def examples(rows: list[dict], windows: int = 2, seed: int = 0) -> list[tuple[st
 
 
 def load_model(path: str):
-    """A model folder, or a Trainer checkpoint of the training wrapper (its keys start with "lm.")."""
+    """A model folder, or a Trainer checkpoint (the bare LM's weights and config) whose tokenizer and
+    layout (`midilm.json`) are in a folder above it."""
     import torch
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from midilm.models.vocab import layout_for
 
     p = Path(path)
-    if (p / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, use_safetensors=True,
-                                                     dtype=torch.float32)
-        home = p
-    else:  # a checkpoint-N folder: config and tokenizer live in the run's output folder
-        home = next(q for q in p.parents if (q / "config.json").exists() or (q / "train_config.json").exists())
-        state = load_file(p / "model.safetensors")
-        state = {k.removeprefix("lm."): v for k, v in state.items()}
-        config = AutoConfig.from_pretrained(home if (home / "config.json").exists() else p)
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(state, strict=False)
-        model.tie_weights()
+    model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+    home = next(q for q in (p, *p.parents) if (q / "tokenizer.json").exists())
     tokenizer = AutoTokenizer.from_pretrained(home, local_files_only=True)
     layout = layout_for(home, model.config.vocab_size, len(tokenizer))
     model.eval()

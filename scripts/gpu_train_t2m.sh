@@ -11,7 +11,8 @@
 #   DATASET=/work/runs/dataset scripts/gpu_train_t2m.sh runs/t2m-packed runs/t2m-gpu
 #
 # Same model, initialisation, data and augmentations as the CPU long run; larger batches, bf16, more
-# steps. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
+# steps. INIT=warm:MODEL_DIR continues a trained model (e.g. the shipped one) with stage 2 instead of
+# starting from scratch. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
 # INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS). It resumes from the last checkpoint
 # in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it prints the validation loss of the result
 # next to the shipped model's on the same packed validation rows.
@@ -64,29 +65,66 @@ def load_packed(dataset_dir, split="train", limit=None):
 # until t2m.load_pieces reads an `events` column itself (requested of train/'s owner)
 t2m.load_pieces = load_packed
 
-base = out / "text-base"
-if not (base / "config.json").exists():
-    from transformers import LlamaConfig, LlamaForCausalLM
+model_dir = out / "model"
+model_dir.mkdir(parents=True, exist_ok=True)
+init = os.environ["INIT"]
+settings = dict(max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ["STAGE1"]),
+                stage2_steps=int(os.environ["STAGE2"]), batch_size=int(os.environ["BATCH"]), lr=float(os.environ["LR"]),
+                bf16=torch.cuda.is_available(), logging_steps=int(os.environ["LOG_STEPS"]),
+                save_steps=int(os.environ["SAVE_STEPS"]), resume=True)
 
-    from midilm.models.tokenizer import train_text_tokenizer
+if init.startswith("warm:"):
+    # continue a trained text-to-MIDI model (its tokenizer, sizes and rows) with stage 2 on this data
+    import json
+    import random
+    from dataclasses import asdict
 
-    texts = [c for r in load_rows(packed, "train") for c in (r.get("captions") or [])]
-    tok = train_text_tokenizer(texts, 2048)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=int(os.environ["HIDDEN"]),
-                      intermediate_size=int(os.environ["INTER"]), num_hidden_layers=int(os.environ["LAYERS"]),
-                      num_attention_heads=int(os.environ["HEADS"]), num_key_value_heads=int(os.environ["KV_HEADS"]),
-                      max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, rope_theta=10000.0)
-    LlamaForCausalLM(cfg).save_pretrained(base, safe_serialization=True)
-    tok.save_pretrained(base)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-config = t2m.T2MConfig(
-    data=str(packed), output=str(out / "model"), init_from=str(base), init_scheme=os.environ["INIT"],
-    max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ["STAGE1"]), stage2_steps=int(os.environ["STAGE2"]),
-    batch_size=int(os.environ["BATCH"]), lr=float(os.environ["LR"]), bf16=torch.cuda.is_available(),
-    logging_steps=int(os.environ["LOG_STEPS"]), save_steps=int(os.environ["SAVE_STEPS"]), resume=True)
-model_dir = t2m.train_t2m(config)
+    from midilm.models.vocab import layout_for
+
+    home = init.removeprefix("warm:")
+    model = AutoModelForCausalLM.from_pretrained(home, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(home, local_files_only=True)
+    layout = layout_for(home, model.config.vocab_size, len(tok))
+    tok.save_pretrained(model_dir)  # checkpoints under model_dir find their tokenizer and layout here
+    layout.save(model_dir)
+    cfg = t2m.T2MConfig(data=str(packed), output=str(model_dir), init_from=home, init_scheme=init, **settings)
+    (model_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    pieces = load_packed(packed, "train")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    stream = t2m.PackedStream(lambda r: t2m.sft_example(r.choice(pieces), layout, tok, cfg, r), cfg.max_len, pad,
+                              cfg.seed + 1)
+    trainer, history = t2m.run_stage(model, stream, cfg, layout, model_dir, cfg.stage2_steps, "stage2")
+    trainer.save_model(str(model_dir))
+    (model_dir / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    t2m.plot_losses(history, model_dir / "loss.png")
+else:
+    base = out / "text-base"
+    if not (base / "config.json").exists():
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from midilm.models.tokenizer import train_text_tokenizer
+
+        texts = [c for r in load_rows(packed, "train") for c in (r.get("captions") or [])]
+        tok = train_text_tokenizer(texts, 2048)
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=int(os.environ["HIDDEN"]),
+                          intermediate_size=int(os.environ["INTER"]), num_hidden_layers=int(os.environ["LAYERS"]),
+                          num_attention_heads=int(os.environ["HEADS"]), num_key_value_heads=int(os.environ["KV_HEADS"]),
+                          max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, rope_theta=10000.0)
+        LlamaForCausalLM(cfg).save_pretrained(base, safe_serialization=True)
+        tok.save_pretrained(base)
+    from transformers import AutoTokenizer
+
+    from midilm.models.vocab import MusicLayout
+
+    tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    tok.save_pretrained(model_dir)  # checkpoints under model_dir find their tokenizer and layout here
+    MusicLayout(len(tok)).save(model_dir)
+    t2m.train_t2m(t2m.T2MConfig(data=str(packed), output=str(model_dir), init_from=str(base), init_scheme=init,
+                                **settings))
 print(f"model: {model_dir}")
 EOF
 

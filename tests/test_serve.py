@@ -162,6 +162,8 @@ def test_same_seed_same_music_and_batching_keeps_it(client):
 
     responses = asyncio.run(crowd())
     assert all(r.status_code == 200 for r in responses)
+    # equal up to float rounding, on any machine alike: batched logits differ from alone by <= 4e-6 (measured for
+    # issue 16), so a seeded draw flips with odds <= ~1e-5 a token (<= ~5e-4 for these 45 tokens)
     assert responses[3].json()["samples"][0]["tokens"] == alone
     # scheduling, tolerant by design: 7 requests arrive within milliseconds; one 45-token generation takes 0.6 s here
     assert max(r.json()["batched_with"] for r in responses) > 1

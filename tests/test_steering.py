@@ -435,3 +435,21 @@ def test_cli_steering_options(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "x", "-o", str(tmp_path / "b.mid"),
                           "--key", "H major"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "not a key" in bad.stderr and not (tmp_path / "b.mid").exists()
+
+
+@needs_model
+def test_server_takes_the_steering_fields(serve_url):
+    import httpx
+
+    with httpx.Client(base_url=serve_url, timeout=120) as c:
+        body = {"prompt": "a cheerful piano tune", "max_tokens": 45, "seconds": 10, "seed": 2, "steer": False,
+                "key": "Eb major", "key_prior": 100}
+        r = c.post("/v1/generate", json=body)
+        assert r.status_code == 200, r.text
+        sample = r.json()["samples"][0]
+        assert sample["settings"]["steering"]["key"] == "Eb major"
+        pcs = {int(n[2]) % 12 for n in sample["notes"] if int(n[4]) != DRUMS}
+        assert pcs and pcs <= {3, 7, 10}  # the tonic triad: Eb G Bb
+        bad = c.post("/v1/generate", json={**body, "key": "H major"})
+        assert bad.status_code == 422 and "not a key" in bad.text
+        assert c.post("/v1/generate", json={**body, "cfg": 50}).status_code == 422

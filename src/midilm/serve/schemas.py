@@ -86,12 +86,39 @@ def request_models(limits: Limits) -> dict[str, type[BaseModel]]:
             description="allow-list of General MIDI instrument words (piano, violin, drums, ...)")
         n: int = Field(1, ge=1, le=limits.max_samples, description="samples")
         seconds: float | None = Field(None, gt=0, le=limits.max_seconds, allow_inf_nan=False,
-                                      description="stop after this much music (default: the token budget)")
+                                      description="stop after this much music (default: a length the prompt "
+                                                  "implies, 16 bars within 30-60 s, or the token budget for "
+                                                  "a continuation)")
+        # steering (midilm.generate.steering): strengths in nats, null: the default, 0: off
+        steer: bool = Field(True, description="steer toward the prompt's key, tempo and meter (false: the model "
+                                              "alone, unless a strength is given)")
+        key: str | None = Field(None, max_length=24, description='key to steer toward, e.g. "F# minor" (default: '
+                                                                 "the one the prompt names)")
+        key_prior: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                        description="pull toward the key's scale, tonic triad most")
+        beat_grid: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                        description="pull onsets onto the 16th grid of the tempo, beats most")
+        gap_penalty: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                          description="per beat of silence past max_gap_beats")
+        max_gap_beats: float | None = Field(None, gt=0, le=64, allow_inf_nan=False,
+                                            description="beats between onsets before the gap penalty starts")
+        cfg: float | None = Field(None, ge=0, le=20, allow_inf_nan=False,
+                                  description="classifier-free guidance scale against the empty description "
+                                              "(default 1: off; another scale doubles the work)")
 
         @field_validator("instruments")
         @classmethod
         def _instruments(cls, v: list[str] | None) -> list[str] | None:
             return parse_instruments(v)
+
+        @field_validator("key")
+        @classmethod
+        def _key(cls, v: str | None) -> str | None:
+            if v is not None:
+                from midilm.generate.steering import parse_key
+
+                parse_key(v)  # ValueError names the bad key
+            return v
 
         @field_validator("time_signature")
         @classmethod

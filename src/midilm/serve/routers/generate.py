@@ -55,7 +55,13 @@ def options_for(body: Any, seconds: float | None) -> Any:
 
     return GenerateOptions(seed=body.seed, max_tokens=body.max_tokens, seconds=seconds, bpm=body.bpm,
                            time_signature=parse_meter(body.time_signature), instruments=body.instruments,
-                           n=body.n, temperature=body.temperature, top_p=body.top_p)
+                           n=body.n, temperature=body.temperature, top_p=body.top_p, **steering_options(body))
+
+
+def steering_options(body: Any) -> dict:
+    """The steering fields of a request body (/v1/continue's has none: its defaults then apply)."""
+    names = ("steer", "key", "key_prior", "beat_grid", "gap_penalty", "max_gap_beats", "cfg")
+    return {k: getattr(body, k) for k in names if hasattr(body, k)}
 
 
 def _run_one(state: ServerState, job: Job) -> tuple[list[dict], int]:

@@ -290,6 +290,8 @@ function readRequest() {
   if (seed !== "") req.seed = Number(seed);
   if (!$("#bpm-auto").checked) req.bpm = Number($("#bpm").value);
   if (state.selected.size) req.instruments = [...state.selected];
+  if (!$("#steer").checked) req.steer = false;
+  if (Number($("#cfg").value) !== 1) req.cfg = Number($("#cfg").value);
   return req;
 }
 
@@ -507,6 +509,8 @@ function applyRequest(req) {
   if (req.bpm) setRange("bpm", req.bpm);
   $("#bpm").disabled = !req.bpm;
   $("#seed").value = req.seed ?? "";
+  $("#steer").checked = req.steer !== false;
+  setRange("cfg", req.cfg || 1);
   state.selected = new Set(req.instruments || []);
   renderInstruments();
   setSamples(req.n || 1);
@@ -523,6 +527,8 @@ function updateOutputs() {
   $("#bpm-out").textContent = $("#bpm-auto").checked ? "auto" : `${$("#bpm").value} bpm`;
   $("#seconds-out").textContent = `${$("#seconds").value} s`;
   $("#temperature-out").textContent = Number($("#temperature").value).toFixed(2);
+  const cfg = Number($("#cfg").value);
+  $("#cfg-out").textContent = cfg === 1 ? "guidance off" : `guidance ${cfg.toFixed(2)}`;
   $("#max-tokens-out").textContent = `≤ ${Math.floor(Number($("#max-tokens").value) / 3)} notes`;
   $("#inst-hint").textContent = state.selected.size ? `${state.selected.size} chosen` : "from the prompt";
 }
@@ -740,7 +746,7 @@ function wire() {
   $("#prompt").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); generate(readRequest()); }
   });
-  for (const id of ["bpm", "seconds", "temperature", "max-tokens"]) $(`#${id}`).addEventListener("input", updateOutputs);
+  for (const id of ["bpm", "seconds", "temperature", "max-tokens", "cfg"]) $(`#${id}`).addEventListener("input", updateOutputs);
   $("#bpm-auto").addEventListener("change", () => { $("#bpm").disabled = $("#bpm-auto").checked; updateOutputs(); });
   $("#seed-dice").addEventListener("click", () => { $("#seed").value = String(Math.floor(Math.random() * 2 ** 31)); });
   for (const b of $$("#samples button")) b.addEventListener("click", () => setSamples(Number(b.dataset.n)));

@@ -1,0 +1,53 @@
+"""MIDI-LLaMA's three training stages end to end at toy size, in the peft checkpoint convention: each stage's
+folder holds only what it trained and names the base LLM and the frozen encoder; the result loads and answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from tests.conftest import shared_path  # noqa: E402
+
+
+def test_stages_reference_the_base_and_load_for_answers(tmp_path):
+    from midilm.annotate.dataset import build_dataset
+    from midilm.annotate.sources import folder
+    from midilm.models.encoder import MusicBertConfig, MusicBertModel
+    from midilm.music.midi_io import read_midi
+    from midilm.train.understand import UnderstandConfig, train_understand
+    from midilm.understand import load_understanding_model
+
+    midi = tmp_path / "midi"
+    midi.mkdir()
+    files = sorted(shared_path("nottingham", "MIDI").glob("reels*.mid"))[:3]
+    for p in files:
+        (midi / p.name).write_bytes(p.read_bytes())
+    build_dataset([folder(midi)], tmp_path / "ds", workers=1, progress=False)
+    torch.manual_seed(0)
+    MusicBertModel(MusicBertConfig.tiny(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=64, max_notes=64)).save_pretrained(tmp_path / "enc")
+    common = dict(data=str(tmp_path / "ds"), steps=2, batch_size=2, logging_steps=1, save_steps=1000, max_len=96,
+                  text_vocab=400, hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, text_max_len=64,
+                  cache_dir=str(tmp_path / "cache"))
+    s0 = train_understand(UnderstandConfig(output=str(tmp_path / "s0"), stage=0, **common))
+    s1 = train_understand(UnderstandConfig(output=str(tmp_path / "s1"), stage=1, encoder=str(tmp_path / "enc"),
+                                           llm=str(s0), projector="mlp", **common))
+    s2 = train_understand(UnderstandConfig(output=str(tmp_path / "s2"), stage=2, init=str(s1), **common))
+
+    for stage in (s1, s2):
+        names = {p.name for p in stage.iterdir()}
+        assert "llm" not in names and "encoder" not in names  # referenced, not copied
+        manifest = json.loads((stage / "midilm.json").read_text())
+        assert manifest["base_llm"] == str(s0.resolve()) and manifest["encoder"] == str((tmp_path / "enc").resolve())
+        cfg = json.loads((stage / "train_config.json").read_text())
+        assert cfg["projector"] == manifest["projector"] == "mlp"  # stage 2 records what it inherited
+    assert (s2 / "adapter" / "adapter_model.safetensors").is_file()
+    assert sum(f.stat().st_size for f in s2.rglob("*.safetensors")) < sum(f.stat().st_size
+                                                                          for f in s0.rglob("*.safetensors"))
+    model = load_understanding_model(s2, device="cpu", dtype="fp32")
+    answer = model.ask(read_midi(files[0]), "What key is this piece in?", max_new_tokens=8)
+    assert isinstance(answer, str)

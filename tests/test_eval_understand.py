@@ -75,13 +75,20 @@ def test_eval_understand_end_to_end(dataset, tmp_path):
     assert set(acc) == {"key", "mode", "tempo", "meter", "instruments", "texture", "genre"}
     assert s["factual_accuracy_core_types"] > 0.8  # the ceiling reads what the dataset was built from
     assert acc["genre"]["accuracy"] == 0.0  # metadata is not in the notes
+    facts = s["caption_facts"]
+    # the analysis answerer's captions state facts of its own analysis of the notes, which is what the rows hold
+    assert facts["captions"] == 5 and facts["facts_per_caption"] >= 1 and facts["precision"] >= 0.9
+    assert facts["words_mean"] > 5 and set(facts["by_type"]) <= {"key", "mode", "tempo", "meter", "instruments",
+                                                                  "texture", "dynamics"}
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 5 and all(p["caption"] and p["qa"] for p in preds)
+    assert all(p["caption_facts"]["words"] > 0 and "facts" in p["caption_facts"] for p in preds)
     html = (out / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
     assert "plots/accuracy_by_type.png" in images and len(images) >= 2
     assert all((out / i).is_file() for i in images)
-    assert re.search(r"^\| key \| \d+\.\d \|", (out / "report.md").read_text(), re.MULTILINE)
+    md = (out / "report.md").read_text()
+    assert re.search(r"^\| key \| \d+\.\d \|", md, re.MULTILINE) and "Caption factual precision" in md
 
 
 def test_bad_input_is_one_line_error(tmp_path, dataset, capsys):

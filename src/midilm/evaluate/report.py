@@ -379,6 +379,15 @@ def write_understanding_report(report: dict, out_dir: str | Path, samples: int =
                      f"{pct(s.get('factual_accuracy_core_types'))} %."),
                ("table", ["type", "accuracy (%)", "short answers (%)", "long answers (%)", "n"],
                 [[t, pct(a["accuracy"]), pct(a.get("short")), pct(a.get("long")), a["n"]] for t, a in acc.items()])]
+    facts = s.get("caption_facts") or {}
+    if facts.get("captions"):
+        blocks += [("h2", "Facts stated in captions"),
+                   ("p", f"Caption factual precision {pct(facts.get('precision'))} % (stated facts that agree with "
+                         f"the analysis; {fmt(facts.get('facts_per_caption'), 2)} a caption, "
+                         f"{facts.get('captions_without_facts')} captions state none); "
+                         f"{fmt(facts.get('words_mean'), 1)} words a caption on average."),
+                   ("table", ["fact", "precision (%)", "n"],
+                    [[t, pct(v["precision"]), v["n"]] for t, v in facts.get("by_type", {}).items()])]
     if acc:
         p = plot_accuracy(acc, plots / "accuracy_by_type.png")
         blocks.append(("img", f"plots/{p.name}", "Factual accuracy per question type"))

@@ -10,6 +10,10 @@ that is not in the notes.
 `PriorAnswerer` is the floor: it never looks at the notes and gives each question type's most common answer
 in the training split.
 
+Captions are also read for the facts they state (`midilm.evaluate.caption_facts`): caption factual precision
+(the share of stated key, mode, tempo, meter, instrument, texture and dynamics facts that agree with the
+row) and caption length in words, per model in `summary.caption_facts` and per caption in the predictions.
+
 Clip rows (`clip_start`/`clip_end` seconds) are evaluated on the notes starting inside the window, moved to
 start at the bar holding the window's start (`Piece.excerpt`). Truth for factual accuracy is the row itself
 (the dataset's analysis), checked with `midilm.annotate.questions.answer_is_correct`.
@@ -132,6 +136,7 @@ def evaluate_understanding(answerer, rows: list[dict], out_dir: str | Path, bert
     `types` keeps only questions of those types; `qa_per_row` then keeps a row's first questions."""
     from midilm.annotate.questions import answer_is_correct
     from midilm.errors import MidilmError
+    from midilm.evaluate.caption_facts import caption_precision, summarise_precision
     from midilm.evaluate.text_metrics import text_scores
 
     out = Path(out_dir)
@@ -171,7 +176,8 @@ def evaluate_understanding(answerer, rows: list[dict], out_dir: str | Path, bert
             records.append({"path": row["path"], "unit": row.get("unit"), "clip": row.get("clip") or "",
                             "clip_start": row.get("clip_start"), "clip_end": row.get("clip_end"),
                             "source": row.get("source"), "captions": list(row.get("captions") or []),
-                            "caption": captions[k], "qa": per_row.get(k, [])})
+                            "caption": captions[k], "caption_facts": caption_precision(captions[k], row),
+                            "qa": per_row.get(k, [])})
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
@@ -193,7 +199,8 @@ def evaluate_understanding(answerer, rows: list[dict], out_dir: str | Path, bert
                     "clips": sum(r["unit"] == "clip" for r in records), "questions": len(qa_items),
                     "failed_rows": len(failed), "captioning": caption_scores, "qa": qa_scores,
                     "factual_accuracy": statistics.fmean(q["correct"] for q in qa_items) if qa_items else None,
-                    "factual_accuracy_core_types": statistics.fmean(core) if core else None},
+                    "factual_accuracy_core_types": statistics.fmean(core) if core else None,
+                    "caption_facts": summarise_precision([r["caption_facts"] for r in records])},
         "accuracy_by_type": accuracy,
         "model": getattr(answerer, "name", None) or str(getattr(answerer, "path", "") or type(answerer).__name__),
         "failed": failed,

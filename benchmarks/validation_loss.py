@@ -113,6 +113,33 @@ def score(model, tokenizer, layout, exs) -> dict:
     return {k: round(total[k] / count[k], 4) for k in total} | {"tokens": count.get("all", 0)}
 
 
+def as_program(exs, program: int):
+    """The windows with every pitched note moved to `program` and no description (an instrument's pitch
+    model alone: how well do its rows predict music they never played?)."""
+    from midilm.codecs.amt import vocab as V
+
+    out = []
+    for _, music, source in exs:
+        m = list(music)
+        for i in range(2, len(m), 3):
+            note = m[i] - V.NOTE_OFFSET
+            if 0 <= note < V.MAX_NOTE and note // V.MAX_PITCH != V.DRUMS:
+                m[i] = V.NOTE_OFFSET + program * V.MAX_PITCH + note % V.MAX_PITCH
+        if m != list(music):
+            out.append(("", m, source))
+    return out
+
+
+def trained_programs(data: str) -> set[int]:
+    """Programs with notes in the training split, plus the reassignment pools of the recipe."""
+    from midilm.annotate.dataset import family_stats
+    from midilm.train.augment import ROLE_POOLS
+
+    stats = family_stats(data, "train")
+    seen = {p for f in stats["families"].values() for p in f["programs"]}
+    return seen | {p for pool in ROLE_POOLS.values() for p in pool}
+
+
 def main() -> None:
     import torch
 
@@ -124,15 +151,30 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--as-programs", default="", help="comma-separated GM programs: also score the windows "
+                    "played by each (no description), e.g. untrained ones")
+    ap.add_argument("--family-fill", action="store_true", help="also score each model after family_fill of "
+                    "the programs the training split and the reassignment pools never play")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = load_validation(args.data, args.split, args.pieces)
     exs = examples(rows, args.windows)
+    programs = [int(x) for x in args.as_programs.split(",") if x.strip()]
+    variants = [(m, False) for m in args.models] + ([(m, True) for m in args.models] if args.family_fill else [])
+    trained = trained_programs(args.data) if args.family_fill else set()
     results = {}
-    for m in args.models:
+    for path, fill in variants:
         c0 = time.process_time()
-        model, tokenizer, layout = load_model(m)
+        model, tokenizer, layout = load_model(path)
+        m = f"{path} + family_fill" if fill else path
+        if fill:
+            from midilm.models.init_rows import family_fill
+
+            filled = family_fill(model.get_input_embeddings().weight.data, layout.music_offset, trained)
+            print(f"{m}: filled {len(filled)} programs", flush=True)
         results[m] = score(model, tokenizer, layout, exs)
+        for prog in programs:
+            results[m][f"as program {prog}"] = score(model, tokenizer, layout, as_program(exs, prog))["all"]
         print(f"{m}: {args.split} loss {results[m]['all']:.4f} per music token over {results[m]['tokens']} tokens "
               f"({len(rows)} pieces, {len(exs)} windows; {time.process_time() - c0:.0f} CPU s)", flush=True)
         print("    per source: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(results[m].items())

@@ -106,7 +106,8 @@ _MOOD_DYNAMICS = {
 }
 _HEDGES = ("perhaps", "possibly", "probably", "arguably")
 
-_DOUBLE_STOP = re.compile(r"(?<!\.)\.\.(?=\s|$)")  # "P.." but not an ellipsis "..." or a quoted '..."'
+# a name ending in an initial ("Tyler P.") followed by a sentence's full stop; not "..." or a title's "2 .. Gone"
+_DOUBLE_STOP = re.compile(r"(?<=\b[A-Z])\.\.(?=\s|$)")
 _NOUNS = ("piece", "composition", "track", "piece of music", "work", "tune")
 _MASS_NOUNS = ("brass", "synth brass", "applause", "breath noise", "guitar fret noise", "seashore")
 

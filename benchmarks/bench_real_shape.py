@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--transformers-tokens", type=int, default=64, help="tokens timed (then extrapolated)")
     ap.add_argument("--llamacpp-tokens", type=int, default=FULL, help="tokens timed (then extrapolated)")
     ap.add_argument("--backends", default="transformers,llamacpp")
+    ap.add_argument("--gguf-type", default="q8_0", help="the llama.cpp file's type (q8_0 as released; f16, f32)")
     ap.add_argument("--keep", default=None, help="keep the model folder and GGUF here (default: a temporary one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -114,11 +115,12 @@ def main() -> None:
             from midilm.generate.backends.llamacpp import LlamaCppDecoder
             from midilm.models.gguf import export_gguf, input_embeddings
 
-            path = work / "model-q8_0-events.gguf"
+            kind = args.gguf_type
+            path = work / f"model-{kind}-events.gguf"
             if not path.is_file():
                 t = time.perf_counter()
-                export_gguf(model_dir, path, "q8_0", "events")
-                notes.append(f"GGUF q8_0 events head: {path.stat().st_size / 2**30:.2f} GiB, converted in "
+                export_gguf(model_dir, path, kind, "events")
+                notes.append(f"GGUF {kind} events head: {path.stat().st_size / 2**30:.2f} GiB, converted in "
                              f"{time.perf_counter() - t:.0f} s (once; `midilm generate` caches it)")
                 say(notes[-1])
             gc.collect()
@@ -126,7 +128,7 @@ def main() -> None:
             say("llama.cpp loaded the GGUF")
             run(decoder, prompt, offset, 3)  # warm-up (also reads the input rows once)
             n, wall, cpu = run(decoder, prompt, offset, args.llamacpp_tokens)
-            rows.append(("llama.cpp q8_0 events head, our loop", n, wall, cpu))
+            rows.append((f"llama.cpp {kind} events head, our loop", n, wall, cpu))
             say(f"{rows[-1]}")
             decoder.close()
     finally:

@@ -170,3 +170,22 @@ def test_unconstrained_sampling_moves_to_the_full_head(hf, events_decoder, decod
     got = sample_music(events_decoder, prompt, hf.layout.music_offset, cfg)
     assert got.tokens == sample_music(decoder, prompt, hf.layout.music_offset, cfg).tokens
     assert events_decoder.with_full_vocabulary() is not events_decoder
+
+
+def test_q8_0_generation_runs_to_a_midi_file(tmp_path):
+    # regression: the llama-cpp-python that `setup.sh --all` built with -march=native (GCC 12, a CPU with AMX)
+    # died with SIGSEGV on any q8_0 GGUF: GCC 12 drops the stores into the AMX tile config, so llama.cpp's AMX
+    # q8_0 matmul loads garbage (general protection fault). A subprocess, so that a crash fails this test only.
+    import os
+
+    from midilm.music.midi_io import read_midi
+
+    out = tmp_path / "q8.mid"
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "A calm piano piece.", "-o", str(out),
+                        "--seed", "0", "--max-tokens", "150", "--backend", "llamacpp", "--gguf-type", "q8_0"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MIDILM_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, f"exit status {r.returncode}: {r.stderr[-2000:]}"
+    converted = [p.name for p in (tmp_path / "cache" / "gguf").glob("*.gguf")]
+    assert len(converted) == 1 and converted[0].endswith("-q8_0-events.gguf")  # the default conversion ran
+    assert len(read_midi(out)) > 0

@@ -58,3 +58,44 @@ def test_smollm2_converts_once_and_loads_with_its_reference(converted, monkeypat
     out = llm.generate(**ids, max_new_tokens=12, do_sample=False)
     # the dequantised instruct weights answer; a conversion that scrambled tensors would not say Paris
     assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1]:])
+
+
+def test_midi_llama_on_a_gguf_base_records_the_reference(converted, monkeypatch, tmp_path):
+    """Stage 1 built with --llm gguf:... (train.understand.build_model) saves in the peft convention with the
+    gguf reference as its base, and loads back from it with the same outputs."""
+    import json
+
+    import torch
+
+    from midilm.codecs.octuple import encode_piece
+    from midilm.models.encoder import MusicBertConfig, MusicBertModel
+    from midilm.models.midi_llama import MidiLlama
+    from midilm.music.examples import example_piece
+    from midilm.train.understand import UnderstandConfig, build_model
+    from midilm.understand.prompt import encode_conversation
+
+    cache, _ = converted
+    monkeypatch.setenv("MIDILM_CACHE", str(cache))
+    torch.manual_seed(0)
+    MusicBertModel(MusicBertConfig.tiny(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=64, max_notes=64)).save_pretrained(tmp_path / "encoder")
+    model, _ = build_model(UnderstandConfig(data="", output="", stage=1, encoder=str(tmp_path / "encoder"), llm=REF))
+    assert model.llm.name_or_path == REF and model.config.llm_hidden == 576
+    assert not any(p.requires_grad for p in model.llm.parameters())  # frozen base, trainable projector
+    model.add_lora(r=2, alpha=4, dropout=0.0).eval()
+    notes = [encode_piece(example_piece())]
+    enc = [encode_conversation(model.tokenizer, [("What key is this piece in?", None)])]
+    assert model.tokenizer.decode(enc[0].before).startswith("<|im_start|>system")  # the instruct chat template
+    feats = model.features(notes)
+    with torch.no_grad():
+        before = model(midi_features=feats, **model.batch(enc, left_pad=True)).logits
+    model.save_pretrained(tmp_path / "s1")
+    manifest = json.loads((tmp_path / "s1" / "midilm.json").read_text())
+    assert manifest["base_llm"] == REF and not (tmp_path / "s1" / "llm").exists()  # referenced, never copied
+    adapter = json.loads((tmp_path / "s1" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == REF
+    again = MidiLlama.from_pretrained(tmp_path / "s1")
+    with torch.no_grad():
+        after = again(midi_features=again.features(notes), **again.batch(enc, left_pad=True)).logits
+    # the same fp32 weights (LoRA merged on load: a different summation order), so only rounding differs
+    assert torch.allclose(before, after, atol=1e-3)

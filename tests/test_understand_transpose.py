@@ -98,3 +98,21 @@ def test_example_set_feeds_the_features_of_the_copy_it_asks_about(tune):
         assert float(item["midi_features"][0, 0]) == shift
         assert tok.decode([t for t, lab in zip(item["enc"].after, item["enc"].labels) if lab >= 0]).startswith(
             turns[0][1].strip()[:8])
+
+
+def test_stage_two_caption_examples_can_keep_to_long_captions():
+    from midilm.train.understand import conversation
+
+    long = ("A folk tune in G major for piano, in 6/8 at a lively 120 bpm. It is loud, with a melody over chords, "
+            "and its notes span G3 to D6. The mood might be cheerful.")
+    row = {"captions": ["A folk tune.", long], "qa": []}
+    long_only = UnderstandConfig(data="", output="", p_caption=1.0, min_caption_words=25)
+    drawn = {conversation(row, 2, random.Random(i), long_only)[0][1] for i in range(20)}
+    assert drawn == {row["captions"][1]}  # the one-sentence caption is never a stage-2 target
+    everything = UnderstandConfig(data="", output="", p_caption=1.0)
+    assert {conversation(row, 2, random.Random(i), everything)[0][1] for i in range(20)} == set(row["captions"])
+    # stage 1 (feature alignment) keeps every caption; a row with only short captions still gets one
+    assert {conversation(row, 1, random.Random(i), long_only)[0][1] for i in range(20)} == set(row["captions"])
+    short = {"captions": ["A folk tune."], "qa": []}
+    assert conversation(short, 2, random.Random(0), long_only) == [(conversation(short, 2, random.Random(0),
+                                                                                  everything)[0][0], "A folk tune.")]

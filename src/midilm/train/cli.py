@@ -107,6 +107,8 @@ def register_understand(tsub) -> None:
                  "max_rows", "text_vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "text_max_len",
                  "seed", "logging_steps", "save_steps", "workers"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=getattr(d, name))
+    q.add_argument("--min-caption-words", dest="min_caption_words", type=int, default=d.min_caption_words,
+                   help="stage 2: caption examples use only the row's captions of at least N words (e.g. 25)")
     q.add_argument("--transpose", type=int, default=d.transpose,
                    help="stage 2: also train on copies transposed by -T+1..T semitones (key answers shifted; 0: off)")
     for name in ("lr", "warmup_ratio", "weight_decay", "lora_dropout", "factual_boost", "p_caption", "p_multi_turn",

@@ -92,9 +92,9 @@ def test_grid_bias_prefers_beats_then_subdivisions():
     ticks = np.array([100, 125, 150, 137, 112, 118, 143])  # beat, 8th, beat, 16th, 16th, off, off
     bias = grid_bias(ticks, last_onset=0, config=config)
     assert bias[0] == pytest.approx(0.0, abs=1e-6) and bias[2] == pytest.approx(0.0, abs=1e-6)
-    assert bias[1] == pytest.approx(-0.25 * 1.5, abs=1e-3)
-    # 137 and 112 are half a tick off the 16ths 137.5 and 112.5: close to -0.5 s
-    assert -0.5 * 1.5 - 0.2 < bias[3] < -0.5 * 1.5 + 0.1
+    assert bias[1] == pytest.approx(-0.1 * 1.5, abs=1e-3)
+    # 137 and 112 are half a tick off the 16ths 137.5 and 112.5: close to -0.2 s
+    assert -0.2 * 1.5 - 0.2 < bias[3] < -0.2 * 1.5 + 0.1
     assert bias[5] < -1.4 and bias[6] < -1.4
     # the grid follows the meter's beat and the row's bar-line origin
     shifted = grid_bias(np.array([130]), 0, SteeringConfig(bpm=120, grid_strength=1.5, grid_origin=30))

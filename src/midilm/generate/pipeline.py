@@ -49,6 +49,8 @@ TEMPO_WORD_BPM = {
     "grave": 35, "largo": 50, "lento": 50, "adagio": 65, "andante": 80, "moderato": 100, "allegretto": 110,
     "allegro": 125, "vivace": 150, "presto": 185, "prestissimo": 220, "slow": 70, "moderate": 100,
     "medium tempo": 100, "fast": 140, "very fast": 175, "upbeat": 125, "laid-back": 85,
+    # the glosses the dataset's captions use (annotate/captions.py)
+    "moderately paced": 100, "walking-pace": 80, "very slow": 50, "lively": 150, "extremely fast": 220,
 }  # fmt: skip
 _BPM = re.compile(r"(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats per minute|beats a minute)", re.IGNORECASE)
 _WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, TEMPO_WORD_BPM), key=len, reverse=True)) + r")\b",

@@ -53,7 +53,8 @@ DEGREE_WEIGHTS = {"major": _MAJOR_WEIGHTS, "minor": _MINOR_WEIGHTS}
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}  # natural minor
 
 # Grid levels, strongest first: (period in beats, how on-grid a candidate there counts)
-_GRID_LEVELS = ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5))
+# Subdivisions count nearly as much as beats: a strong grid must not thin the music out to one onset a beat.
+_GRID_LEVELS = ((1.0, 1.0), (0.5, 0.9), (0.25, 0.8))
 GRID_SIGMA_FRACTION = 0.1  # tolerance of a grid point: a tenth of a 16th, at least one tick
 
 _PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -252,7 +253,7 @@ def note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
 
 
 def grid_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
-    """Bias of candidate onset ticks toward the beat grid: 0 on a beat, -0.25 s on an eighth, -0.5 s on a
+    """Bias of candidate onset ticks toward the beat grid: 0 on a beat, -0.1 s on an eighth, -0.2 s on a
     sixteenth, -s off the grid (s = grid_strength), Gaussian around each grid point; a candidate equal to
     the row's `last_onset` (one more note of the same chord) gets 0, and one less than half a sixteenth
     after it (a flam: the same grid point again) counts as off the grid. Broadcasts ticks against

@@ -90,6 +90,14 @@ def test_pipeline_with_sliding_windows_on_llamacpp(f32_path):
     gens = generate(m, "A slow piano piece.", GenerateOptions(seed=2, max_tokens=900, seconds=150, n=1))
     g = gens[0]
     assert g.report.dropped == 0 and g.settings["backend"] == "llamacpp" and g.settings["notes"] > 50
+    # n samples and other requests share one batch per window; a sample's tokens do not depend on them
+    from midilm.generate.pipeline import Request, generate_many
+
+    opts = GenerateOptions(seed=4, max_tokens=60, n=2)
+    alone = [x.tokens for x in generate(m, "A jazz trio.", opts)]
+    batched = generate_many(m, [Request("an upbeat rock song", GenerateOptions(seed=1, max_tokens=90, seconds=120)),
+                                Request("A jazz trio.", opts)])[1]
+    assert alone == [x.tokens for x in batched] and alone[0] != alone[1]
     m.model.close()
 
 

@@ -144,17 +144,19 @@ def run_rows(model, rows: list[Row], music_offset: int, stop_id: int | None = No
         asks = [(i, music_offset + c.lo, music_offset + c.hi) for i, c in wanted]
         asks += [(second[i], music_offset + c.lo, music_offset + c.hi) for i, c in wanted if i in second]
         got = many(asks) if many is not None else [decoder.logits(*a) for a in asks]
-        cond, uncond = got[: len(wanted)], dict(zip((i for i, _ in wanted if i in second), got[len(wanted) :]))
+        cond = got[: len(wanted)]
+        uncond = dict(zip((i for i, _ in wanted if i in second), got[len(wanted) :])) if second else {}
         for (i, c), logits in zip(wanted, cond):
             row = rows[i]
-            logits = np.asarray(logits, dtype=np.float64)
             if c.mask is not None:
                 logits = np.where(c.mask, logits, -np.inf)
             if i in uncond:
                 u = np.asarray(uncond[i], dtype=np.float64)
                 row.uncond_logits = u if c.mask is None else np.where(c.mask, u, -np.inf)
-            for processor in row.processors:
-                logits = processor(row, c, logits)
+            if row.processors:  # processors get float64 (the draw works in float64 anyway)
+                logits = np.asarray(logits, dtype=np.float64)
+                for processor in row.processors:
+                    logits = processor(row, c, logits)
             chosen[i] = draw(logits, c.lo, row.sampling, row.rng)
         for row, amt in zip(rows, chosen):
             if amt is not None:

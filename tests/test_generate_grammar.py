@@ -83,3 +83,15 @@ def test_bad_allow_lists_are_refused():
         GrammarConfig.make([])
     with pytest.raises(ValueError):
         GrammarConfig.make([200])
+
+
+def test_following_a_context_moves_the_clock_past_long_rests():
+    from midilm.codecs.amt.vocab import DUR_OFFSET, NOTE_OFFSET
+
+    g = AmtGrammar(GrammarConfig(max_gap=400))
+    # two notes 6 s apart (longer than max_gap), then one of an instrument outside any allow-list
+    for t in (0, DUR_OFFSET + 50, NOTE_OFFSET + 60, 600, DUR_OFFSET + 50, NOTE_OFFSET + 62):
+        g.follow(t)
+    assert g.slot == TIME and g.time == 600 and g.notes == 2
+    lo, hi = g.allowed_range()
+    assert lo == 600 and hi == 1001  # new onsets start at the context's last one, not before it

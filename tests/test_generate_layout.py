@@ -48,3 +48,22 @@ def test_bad_manifests_are_refused(tmp_path):
     (tmp_path / "midilm.json").write_text("{not json")
     with pytest.raises(ManifestError, match="JSON"):
         read_manifest(tmp_path)
+
+
+def test_midi_llm_release_is_recognised_only_with_its_tokenizer(tmp_path):
+    from midilm.models.vocab import LayoutError
+
+    assert layout_for(tmp_path, vocab_size=183286, tokenizer_len=128256) == MusicLayout(128256)
+    # a padded checkpoint, a plain text LM, or the right size with another tokenizer: nothing is guessed
+    for rows, tok in ((183296, 128256), (60000, 2048), (183286, 300), (183286, None)):
+        with pytest.raises(LayoutError, match="cannot tell where the music ids start"):
+            layout_for(tmp_path, vocab_size=rows, tokenizer_len=tok)
+
+
+def test_a_manifest_that_does_not_fit_the_model_is_refused(tmp_path):
+    from midilm.models.vocab import LayoutError
+
+    MusicLayout(4096).save(tmp_path)
+    assert layout_for(tmp_path, vocab_size=4096 + 55030).music_offset == 4096
+    with pytest.raises(LayoutError, match="only 30000 vocabulary rows"):
+        layout_for(tmp_path, vocab_size=30000)

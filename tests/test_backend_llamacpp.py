@@ -127,7 +127,8 @@ def test_cli_backend_llamacpp_and_clear_errors(tmp_path, f32_path, capsys):
                         str(f32_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     settings = json.loads(out.with_suffix(".json").read_text())
-    assert settings["backend"] == "llamacpp" and settings["decode"]["dropped"] == 0 and settings["tokens"] == 300
+    # the prompt's default length (steering) may end the piece before the token budget
+    assert settings["backend"] == "llamacpp" and settings["decode"]["dropped"] == 0 and 0 < settings["tokens"] <= 300
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF not really")
     capsys.readouterr()

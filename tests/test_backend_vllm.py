@@ -298,3 +298,60 @@ def test_real_vllm_generates_valid_constrained_music(tmp_path):
     for g in gens:
         assert g.report.dropped == 0 and g.settings["backend"] == "vllm" and g.settings["notes"] > 10
         assert set(g.piece.program.tolist()) <= {0, 40}
+
+
+@needs_model
+def test_engine_rows_reach_vllm_as_one_call_with_their_settings(tiny, monkeypatch):
+    """`run_rows` on vLLM: all rows in one `generate` call, each a request with its own seed, prompt and grammar
+    settings (context, controls, window end), decoded back into the rows. vLLM itself needs a GPU: a stand-in
+    LLM runs each request as greedy decoding masked by our GrammarBatch, as vLLM's loop would with top_k=1."""
+    import sys
+    from types import SimpleNamespace
+
+    from midilm.generate.engine import Row, run_rows
+    from midilm.generate.sampler import MusicSequence
+
+    class SamplingParams(SimpleNamespace):
+        pass
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=SamplingParams))
+    m, calls = tiny, []
+    stop = m.tokenizer.eos_token_id
+
+    class StandInLLM:
+        def generate(self, prompts, params, use_tqdm=False):
+            calls.append(params)
+            outs = []
+            for p, sp in zip(prompts, params):
+                args = sp.extra_args[ARGS_KEY]
+                validate_args(args)
+                out = _engine(m, p["prompt_token_ids"], args, "v1", sp.max_tokens)
+                outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=out)]))
+            return outs
+
+    StandInLLM.__module__ = "vllm.entrypoints.llm"  # what run_rows recognises a vLLM engine by
+    context = [0, vocab.DUR_OFFSET + 40, vocab.NOTE_OFFSET + 48]
+    melody = []
+    for k in range(4):
+        melody += [k * 100, vocab.DUR_OFFSET + 90, vocab.NOTE_OFFSET + 73 * 128 + 72 + k]
+    controls = as_controls(melody)
+    grammar = GrammarConfig.make([0], max_notes_per_onset=4)
+    greedy = SamplingConfig(top_k=1)
+
+    def rows():
+        offset = m.layout.music_offset
+        return [Row(m.prompt_ids("piano"), MusicSequence(grammar, max_new_tokens=45), greedy, 7),
+                Row(m.prompt_ids("a piano accompaniment")[:-1] + [offset + vocab.ANTICIPATE]
+                    + [offset + t for t in context], MusicSequence(grammar, True, context, controls, 60, until=350),
+                    greedy, 8)]
+
+    ref = rows()
+    run_rows(m.model, ref, m.layout.music_offset)
+    got = rows()
+    run_rows(StandInLLM(), got, m.layout.music_offset, stop_id=stop)
+    assert len(calls) == 1 and [sp.seed for sp in calls[0]] == [7, 8]
+    assert [r.tokens for r in got] == [r.tokens for r in ref]
+    assert [r.seq.reason for r in got] == [r.seq.reason for r in ref]
+    assert any(t >= vocab.CONTROL_OFFSET for t in got[1].tokens)
+    with pytest.raises(ValueError, match="end-of-text id"):
+        run_rows(StandInLLM(), rows(), m.layout.music_offset)

@@ -47,8 +47,64 @@ fi
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
 # the llama.cpp backend (its tests run it; the main job does not): llama-cpp-python compiles llama.cpp, a few
-# minutes the first time (pip keeps the wheel); its multimodal library is not needed
+# minutes the first time. Flags: its multimodal library is not needed; on x86-64 -march=native minus AMX: GCC 12
+# (Debian 12) drops the stores into AMX's tile config, so on a CPU with AMX (Sapphire Rapids and later) the AMX
+# q8_0 matmul crashes (general protection fault) on any q8_0 GGUF, our default; AVX-512/VNNI stay on (AMX only
+# speeds up prompt batches). --no-cache-dir: pip keys the wheels it builds by the sdist alone, not CMAKE_ARGS, so
+# it would reuse a wheel built with other flags. A q8_0 smoke test then runs the shipped model in a subprocess
+# (once per build: its libraries' hash is stamped in .venv); on a crash it rebuilds with portable flags (AVX2).
+llamacpp_lib_hash() {
+  .venv/bin/python - <<'EOF' 2>/dev/null
+import hashlib, pathlib, llama_cpp
+h = hashlib.sha256()
+for f in sorted(pathlib.Path(llama_cpp.__file__).parent.glob("lib/*.so*")):
+    h.update(f.name.encode() + f.read_bytes())
+print(h.hexdigest())
+EOF
+}
+llamacpp_q8_smoke() {  # exit status: 0 runs, 2 crashed on a signal, 1 another failure
+  .venv/bin/python - <<'EOF'
+import subprocess, sys, tempfile
+from midilm.generate.load import default_model_path
+from midilm.models.gguf import export_gguf
+with tempfile.TemporaryDirectory() as tmp:
+    path = export_gguf(default_model_path(), f"{tmp}/smoke-q8_0.gguf", "q8_0")
+    run = ("import sys; from llama_cpp import Llama; m = Llama(sys.argv[1], n_ctx=64, n_threads=1, verbose=False); "
+           "m.eval(list(range(1, 17))); m.eval([17]); print(len(m.scores))")
+    r = subprocess.run([sys.executable, "-c", run, str(path)], capture_output=True, text=True)
+if r.returncode:
+    print(f"setup.sh: llama-cpp-python on a q8_0 GGUF: exit status {r.returncode} {r.stderr[-500:]}", file=sys.stderr)
+sys.exit(2 if r.returncode < 0 else min(r.returncode, 1))
+EOF
+}
+llamacpp_build() {  # CMAKE_ARGS, then pip arguments
+  CMAKE_ARGS="$1" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    .venv/bin/python -m pip install -q --no-cache-dir --no-binary llama-cpp-python "${@:2}"
+}
 if [ "$MODE" = all ] && [ "${MIDILM_LLAMACPP:-1}" != 0 ]; then
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    .venv/bin/python -m pip install -q -e ".[llamacpp]"
+  LLAMACPP_ARGS="-DLLAVA_BUILD=OFF"
+  if [ "$(uname -m)" = x86_64 ]; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    LLAMACPP_ARGS+=" -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
+  fi
+  LLAMACPP_ARGS="${CMAKE_ARGS:-$LLAMACPP_ARGS}"
+  if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    spec=$(.venv/bin/python -c 'import tomllib; print(next(r for r in tomllib.load(open("pyproject.toml", "rb"))
+      ["project"]["optional-dependencies"]["llamacpp"] if r.startswith("llama-cpp-python")))')
+    llamacpp_build "$LLAMACPP_ARGS" "$spec"
+  fi
+  CMAKE_ARGS="$LLAMACPP_ARGS" .venv/bin/python -m pip install -q -e ".[llamacpp]"
+  stamp=.venv/.midilm-llamacpp-q8-ok
+  built=$(llamacpp_lib_hash)
+  if [ -z "$built" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$built" ]; then
+    rc=0; llamacpp_q8_smoke || rc=$?
+    if [ "$rc" = 2 ]; then
+      echo "setup.sh: rebuilding llama-cpp-python with portable flags (-DGGML_NATIVE=OFF: AVX2, no AVX-512)" >&2
+      version=$(.venv/bin/python -c "import llama_cpp; print(llama_cpp.__version__)")
+      llamacpp_build "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" --force-reinstall --no-deps "llama-cpp-python==$version"
+      rc=0; llamacpp_q8_smoke || rc=$?
+    fi
+    [ "$rc" = 0 ] || { echo "setup.sh: llama-cpp-python fails on a q8_0 model (MIDILM_LLAMACPP=0 skips it)" >&2; exit 1; }
+    llamacpp_lib_hash > "$stamp"
+  fi
 fi

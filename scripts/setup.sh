@@ -50,8 +50,8 @@ fi
 # minutes the first time. Flags: its multimodal library is not needed; on x86-64 -march=native minus AMX: GCC 12
 # (Debian 12) drops the stores into AMX's tile config, so on a CPU with AMX (Sapphire Rapids and later) the AMX
 # q8_0 matmul crashes (general protection fault) on any q8_0 GGUF, our default; AVX-512/VNNI stay on (AMX only
-# speeds up prompt batches). --no-cache-dir: pip keys the wheels it builds by the sdist alone, not CMAKE_ARGS, so
-# it would reuse a wheel built with other flags. A q8_0 smoke test then runs the shipped model in a subprocess
+# speeds up prompt batches). Not pip's wheel cache: it keys the wheels it builds by the sdist alone, not CMAKE_ARGS,
+# so it would reuse a wheel built with other flags (see llamacpp_build). A q8_0 smoke test then runs the shipped model in a subprocess
 # (once per build: its libraries' hash is stamped in .venv); on a crash it rebuilds with portable flags (AVX2).
 llamacpp_lib_hash() {
   .venv/bin/python - <<'EOF' 2>/dev/null
@@ -77,9 +77,23 @@ if r.returncode:
 sys.exit(2 if r.returncode < 0 else min(r.returncode, 1))
 EOF
 }
-llamacpp_build() {  # CMAKE_ARGS, then pip arguments
-  CMAKE_ARGS="$1" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    .venv/bin/python -m pip install -q --no-cache-dir --no-binary llama-cpp-python "${@:2}"
+# Wheels built here are kept in our own cache, keyed by the requirement, the flags, the machine and the
+# compiler (pip's own cache ignores the flags), so the next set-up on this machine (CI's fresh clone) installs
+# in seconds instead of compiling again.
+LLAMACPP_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/midilm/llamacpp-wheels"
+llamacpp_build() {  # CMAKE_ARGS, requirement, then extra pip install arguments
+  local key dir
+  key=$(printf '%s\n' "$1" "$2" "$(uname -m)" "$(gcc --version 2>/dev/null | head -1)" \
+    "$(grep -m1 -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')" \
+    | sha256sum | cut -c1-16)
+  dir="$LLAMACPP_WHEELS/$key"
+  if ! ls "$dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    mkdir -p "$dir.tmp"
+    CMAKE_ARGS="$1" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+      .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$dir.tmp" "$2"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  .venv/bin/python -m pip install -q "${@:3}" "$dir"/llama_cpp_python-*.whl
 }
 if [ "$MODE" = all ] && [ "${MIDILM_LLAMACPP:-1}" != 0 ]; then
   LLAMACPP_ARGS="-DLLAVA_BUILD=OFF"
@@ -101,7 +115,7 @@ if [ "$MODE" = all ] && [ "${MIDILM_LLAMACPP:-1}" != 0 ]; then
     if [ "$rc" = 2 ]; then
       echo "setup.sh: rebuilding llama-cpp-python with portable flags (-DGGML_NATIVE=OFF: AVX2, no AVX-512)" >&2
       version=$(.venv/bin/python -c "import llama_cpp; print(llama_cpp.__version__)")
-      llamacpp_build "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" --force-reinstall --no-deps "llama-cpp-python==$version"
+      llamacpp_build "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" "llama-cpp-python==$version" --force-reinstall --no-deps
       rc=0; llamacpp_q8_smoke || rc=$?
     fi
     [ "$rc" = 0 ] || { echo "setup.sh: llama-cpp-python fails on a q8_0 model (MIDILM_LLAMACPP=0 skips it)" >&2; exit 1; }

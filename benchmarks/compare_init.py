@@ -6,7 +6,7 @@
 A small Llama text model is trained first on captions of the training split (or given with --base),
 then for each scheme the vocabulary is expanded with `expand_vocabulary(init=scheme)` and the same
 stage-2 run follows (caption -> music, same data stream, same seed, same steps). Recorded per run: the
-training loss every few steps and the loss on a fixed held-out set (test-split pieces, never trained on)
+training loss every few steps and the loss on a fixed held-out set (validation-split pieces, never trained on)
 at fixed steps. Two losses can be compared: the per-block softmax the recipe trains with, and the full
 softmax over text + music rows, where the new rows also compete with the text rows. Each seed changes
 the new rows' random draw and the data stream (the base model stays). Runs already in the output's
@@ -64,12 +64,12 @@ def train_base(data: str, out: Path, steps: int, seed: int, pieces_limit: int) -
 
 
 def heldout_batch(data: str, layout, tokenizer, cfg, n: int, seed: int):
-    """Fixed stage-2 examples from test-split pieces (no augmentation, no dropout): the held-out set."""
+    """Fixed stage-2 examples from validation-split pieces (no augmentation, no dropout): the held-out set."""
     import torch
 
     from midilm.train.t2m import load_pieces, sft_example
 
-    pieces = load_pieces(data, "test", n)
+    pieces = load_pieces(data, "validation", n)
     plain = type(cfg)(**{**cfg.__dict__, "caption_dropout": 0.0, "p_transpose": 0.0, "p_tempo": 0.0,
                          "p_reassign": 0.0, "p_anticipate": 0.0})
     rng = random.Random(seed)
@@ -227,7 +227,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--pieces", type=int, default=400, help="training pieces to draw stage-2 examples from")
-    ap.add_argument("--heldout", type=int, default=16, help="test-split pieces in the held-out set")
+    ap.add_argument("--heldout", type=int, default=16, help="validation-split pieces in the held-out set")
     ap.add_argument("--log-every", type=int, default=5)
     ap.add_argument("--seeds", default="0", help="comma-separated; the base model uses the first")
     ap.add_argument("--threads", type=int, default=1)

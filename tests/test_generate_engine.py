@@ -188,3 +188,13 @@ def test_preset_midi_llm_samples_as_the_release_does(model):
     seq = MusicSequence(plan.job.grammar, s.constrained)
     c = seq.choice()
     assert (c.lo, c.hi, c.mask) == (0, vocab.SEPARATOR + 1, None)  # any music id, no grammar
+
+
+def test_a_length_limited_piece_ends_instead_of_piling_notes_on_its_last_tick(model):
+    # pushed to the latest onset it may take, a row used to reach the last tick and stack notes there until
+    # the onset was full; a time past the end now ends the piece
+    row = _row(model, "piano", 6, tokens=300, processors=[_push_time])
+    run_rows(model.model, [row], model.layout.music_offset)
+    onsets = row.tokens[0::3]
+    assert row.seq.reason == "end" and max(onsets) <= 1999 and onsets.count(max(onsets)) == 1
+    assert onsets == [400, 800, 1200, 1600, 1999]

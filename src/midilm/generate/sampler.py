@@ -142,7 +142,15 @@ class MusicSequence:
         if st.slot == NOTE:
             return Choice(NOTE_OFFSET, REST, st.allowed_notes())
         lo, hi = st.allowed_range()
+        if st.slot == TIME and st.time == self.grammar.max_time < MAX_TIME - 1:
+            # on the last tick of a length-limited piece the model may also pick a later time, which ends the
+            # piece (instead of every such piece ending with a cluster of notes on its last tick)
+            hi = max(hi, min(st.time + self._gap, MAX_TIME - 1) + 1)
         return Choice(lo, hi)
+
+    @property
+    def _gap(self) -> int:
+        return self.grammar.max_gap if self.grammar.max_gap is not None else DELTA
 
     def accept(self, amt: int) -> None:
         if self.done:
@@ -153,6 +161,10 @@ class MusicSequence:
             self.queue.pop(0)
         if not self.constrained:
             self.state.follow(amt)
+        elif self.state.slot == TIME and self.state.time == self.grammar.max_time < amt <= min(
+                self.state.time + self._gap, MAX_TIME - 1):
+            self.finish("end")  # a time past the end: the piece ends before it (see `choice`)
+            return
         elif amt < CONTROL_OFFSET:  # forced controls are outside the grammar
             self.state.advance(amt)
         self.tokens.append(amt)

@@ -190,7 +190,7 @@ def _take(st: _State, row: Row) -> None:
     del st.pending[:forced]  # controls are forced in time order
     reason = row.seq.reason
     st.sample.reason = reason
-    reached_end = reason == "window full" and st.offset + MAX_TIME - 1 >= job.end
+    reached_end = reason in ("window full", "end") and st.offset + MAX_TIME - 1 >= job.end
     if reason == "cancelled" or st.budget <= 0 or reached_end or not new:
         st.done = True
         return

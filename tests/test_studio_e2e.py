@@ -21,7 +21,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def studio(request):
     if not CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --all installs it)")
     if not default_model_path().is_dir():
         pytest.skip("the shipped text-to-MIDI model is not in this install")
     url = request.getfixturevalue("serve_url")  # the real server, shared with tests/test_serve.py

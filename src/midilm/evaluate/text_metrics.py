@@ -51,7 +51,7 @@ def ensure_wordnet(source: Path = DEBIAN_WORDNET, data_dir: Path | None = None) 
             raise MetricUnavailable(
                 f"METEOR needs WordNet: {source} lacks {', '.join(missing[:4])}"
                 f"{' ...' if len(missing) > 4 else ''}; install the Debian packages wordnet-base and "
-                "wordnet-sense-index (scripts/setup.sh does) or set MIDILM_NLTK_DATA to an nltk data folder "
+                "wordnet-sense-index (scripts/setup.sh --all does) or set MIDILM_NLTK_DATA to an nltk data folder "
                 "holding corpora/wordnet")
         tmp = target.with_name(f".wordnet.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,6 +91,9 @@ def cmd_eval_understand(args: argparse.Namespace) -> int:
     metrics = ("bleu4", "meteor", "rouge_l", "bertscore")
     shown = {k: summary[k] for k in ("rows", "questions", "factual_accuracy")}
     shown |= {task: {k: summary[task][k] for k in metrics} for task in ("captioning", "qa")}
+    if summary.get("caption_facts"):
+        shown["caption_facts"] = {k: summary["caption_facts"].get(k)
+                                  for k in ("precision", "words_mean", "facts_per_caption")}
     print(json.dumps(shown, indent=2))
     for note in summary["captioning"]["notes"]:
         print(f"midilm: note: {note}", file=sys.stderr)
@@ -147,7 +150,8 @@ def register(sub) -> None:
     q.add_argument("--model", default=None,
                    help="understanding model directory (default: the shipped one); 'analysis': the analysis "
                         "answerer (ceiling); 'prior': each type's most common training answer (floor)")
-    q.add_argument("--split", default="test", choices=("test", "train"))
+    q.add_argument("--split", default="test", choices=("test", "validation", "train"),
+                   help="test for final figures; validation (carved from train) for choosing settings")
     q.add_argument("--limit", type=int, default=None, help="rows to evaluate (a seeded sample)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--qa-per-row", type=int, default=None, help="at most this many questions per row")
@@ -158,7 +162,8 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_eval_understand)
     q = esub.add_parser("prompts", help="make a prompts file from a dataset split (captions + analysed targets)")
     q.add_argument("--data", required=True, help="dataset folder")
-    q.add_argument("--split", default="test", choices=("test", "train"))
+    q.add_argument("--split", default="test", choices=("test", "validation", "train"),
+                   help="test for final figures; validation (carved from train) for choosing settings")
     q.add_argument("--limit", type=int, default=None)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--output", required=True, metavar="PROMPTS.jsonl")

@@ -155,6 +155,18 @@ def test_understanding_device_cpu_works_and_an_absent_device_is_one_line(tmp_pat
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "not a device name" in r.stderr
 
 
+def test_generate_on_an_absent_device_is_one_line_and_writes_nothing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the absent-device case needs one without")
+    out = tmp_path / "x.mid"
+    r = run("generate", "A calm piano piece.", "-o", str(out), "--device", "cuda", "--max-tokens", "30")
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.startswith("midilm: error: --device cuda: this machine has no cuda device"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_describe_from_the_analysis_of_a_bad_file_is_one_line():
     bad = shared_path("fixtures", "MIDIs_corrupted", "ValueError_Control168.mid")
     r = run("describe", str(bad), "--model", "analysis")

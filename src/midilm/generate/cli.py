@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from midilm.cli_common import CliError
+from midilm.cli_common import CliError, check_device
 from midilm.generate.load import default_model_path
 
 __all__ = ["default_model_path", "register"]
@@ -18,15 +18,17 @@ def load_for_args(args):
 
     from midilm.generate.load import load_model
 
-    torch.set_num_threads(args.threads)
     backend, gguf = getattr(args, "backend", "transformers"), getattr(args, "gguf", None)
+    # a device torch cannot use here is one line now, not an assertion after the model has loaded
+    device = check_device(args.device) if backend == "transformers" else args.device
+    torch.set_num_threads(args.threads)
     options = {}
     if backend == "llamacpp":
         options = {"gguf": gguf, "gguf_type": args.gguf_type, "threads": args.threads}
     elif gguf:
         raise CliError("--gguf is for --backend llamacpp")
     try:
-        return load_model(args.model, backend=backend, device=args.device, **options)
+        return load_model(args.model, backend=backend, device=device, **options)
     except ImportError as e:  # an optional backend that is not installed: say how to get it
         raise CliError(str(e)) from None
 

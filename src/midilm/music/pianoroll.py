@@ -16,6 +16,21 @@ def pianoroll_png(piece, out_path: str | Path, title: str | None = None, max_sec
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height))
+    draw_pianoroll(ax, piece, title=title, max_seconds=max_seconds)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def draw_pianoroll(ax, piece, title: str | None = None, max_seconds: float | None = None,
+                   legend: bool = True) -> None:
+    """Draw the notes of `piece` on a matplotlib Axes (for figures of several rolls side by side)."""
+    import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
     start, end = piece.start, piece.end
@@ -25,7 +40,6 @@ def pianoroll_png(piece, out_path: str | Path, title: str | None = None, max_sec
         pitch, program = piece.pitch[keep], piece.program[keep]
     else:
         pitch, program = piece.pitch, piece.program
-    fig, ax = plt.subplots(figsize=(width, height))
     cmap = plt.get_cmap("tab10")
     programs = list(dict.fromkeys(program.tolist()))
     for k, prog in enumerate(programs):
@@ -49,11 +63,5 @@ def pianoroll_png(piece, out_path: str | Path, title: str | None = None, max_sec
     ax.set_ylabel("pitch (MIDI)")
     if title:
         ax.set_title(title, fontsize=10)
-    if programs:
+    if programs and legend:
         ax.legend(loc="upper right", fontsize=7, ncol=min(len(programs), 4), framealpha=0.8)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path

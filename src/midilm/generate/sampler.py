@@ -142,11 +142,15 @@ class MusicSequence:
         if st.slot == NOTE:
             return Choice(NOTE_OFFSET, REST, st.allowed_notes())
         lo, hi = st.allowed_range()
-        if st.slot == TIME and st.time == self.grammar.max_time < MAX_TIME - 1:
-            # on the last tick of a length-limited piece the model may also pick a later time, which ends the
-            # piece (instead of every such piece ending with a cluster of notes on its last tick)
+        if self._may_end(st):
+            # near the end of a length-limited piece the model may also pick a time past it, which ends the
+            # piece: cut off at the end, the onsets it would have moved on to had their mass handed to the
+            # current one, and pieces ended on a stack of up to 16 notes in their last half second
             hi = max(hi, min(st.time + self._gap, MAX_TIME - 1) + 1)
         return Choice(lo, hi)
+
+    def _may_end(self, st: AmtGrammar) -> bool:
+        return st.slot == TIME and self.grammar.max_time < MAX_TIME - 1 and st.time + self._gap > self.grammar.max_time
 
     @property
     def _gap(self) -> int:
@@ -161,8 +165,8 @@ class MusicSequence:
             self.queue.pop(0)
         if not self.constrained:
             self.state.follow(amt)
-        elif self.state.slot == TIME and self.state.time == self.grammar.max_time < amt <= min(
-                self.state.time + self._gap, MAX_TIME - 1):
+        elif self._may_end(self.state) and self.grammar.max_time < amt <= min(self.state.time + self._gap,
+                                                                              MAX_TIME - 1):
             self.finish("end")  # a time past the end: the piece ends before it (see `choice`)
             return
         elif amt < CONTROL_OFFSET:  # forced controls are outside the grammar

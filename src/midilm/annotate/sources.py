@@ -415,7 +415,14 @@ def time_limit(seconds: float | None, what: str = "work") -> Iterator[None]:
         yield
         return
 
+    fired = False
+
     def on_alarm(signum, frame):
+        nonlocal fired
+        fired = True
+        # music21 (and other libraries) catch broad exceptions and go on: fire again until one escapes, and
+        # raise at the block's end if none did, so that a limit never passes silently
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
         raise TimeLimitExceeded(f"{what} exceeded {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -425,6 +432,8 @@ def time_limit(seconds: float | None, what: str = "work") -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if fired:
+        raise TimeLimitExceeded(f"{what} exceeded {seconds:g} s")
 
 
 def convert_music21(corpus_path: str, number: str | None, dest: str | Path, timeout: float | None = 120.0) -> Path:

@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from midilm.evaluate.generation import read_prompts, targets_of  # noqa: E402
+from midilm.evaluate.generation import targets_of  # noqa: E402
+from midilm.generate.prompts_file import read_prompts  # noqa: E402
 from midilm.models.tokenizer import train_text_tokenizer  # noqa: E402
 from midilm.models.vocab import MIDI_LLM_PROMPT, MusicLayout  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402

@@ -9,9 +9,10 @@ from pathlib import Path
 
 
 def cmd_eval_generate(args: argparse.Namespace) -> int:
-    from midilm.evaluate.generation import evaluate_files, evaluate_generation, read_prompts
+    from midilm.evaluate.generation import evaluate_files, evaluate_generation
     from midilm.evaluate.report import write_generation_report
     from midilm.generate.pipeline import GenerateOptions
+    from midilm.generate.prompts_file import read_prompts
 
     prompts = read_prompts(args.prompts)
     for flag, path in (("--reference", args.reference), ("--encoder", args.encoder)):

@@ -25,25 +25,6 @@ from midilm.evaluate.metrics import ck, ckd, instrument_scores, tb, tbt
 _KEY = re.compile(r"\b([A-G](?:#|b|-flat|-sharp| flat| sharp)?)[ -]?(major|minor)\b", re.IGNORECASE)
 
 
-def read_prompts(path: str | Path) -> list[dict]:
-    items, seen = [], set()
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}:{n}: not valid JSON") from None
-        if not isinstance(obj, dict) or "id" not in obj or "prompt" not in obj:
-            raise ValueError(f"{path}:{n}: each line needs \"id\" and \"prompt\"")
-        pid = str(obj["id"])
-        if not pid or "/" in pid or "\\" in pid or pid.startswith(".") or pid in seen:
-            raise ValueError(f"{path}:{n}: id {pid!r} is empty, a duplicate or not a file name")
-        seen.add(pid)
-        items.append(obj)
-    return items
-
-
 def targets_of(item: dict) -> dict:
     """Targets given in the item, else read from its prompt."""
     from midilm.generate.pipeline import read_prompt

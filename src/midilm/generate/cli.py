@@ -63,24 +63,9 @@ def _given(args) -> dict:
 
 def read_prompts_file(path: str | Path) -> list[tuple[str, str]]:
     """(id, prompt) of each line of a JSONL file of {"id", "prompt"}; ids must be usable as file names."""
-    import json
+    from midilm.generate.prompts_file import read_prompts
 
-    items, seen = [], set()
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}:{n}: not valid JSON") from None
-        if not isinstance(obj, dict) or "id" not in obj or "prompt" not in obj:
-            raise ValueError(f"{path}:{n}: each line needs \"id\" and \"prompt\"")
-        pid = str(obj["id"])
-        if not pid or "/" in pid or "\\" in pid or pid.startswith(".") or pid in seen:
-            raise ValueError(f"{path}:{n}: id {pid!r} is empty, a duplicate or not a file name")
-        seen.add(pid)
-        items.append((pid, str(obj["prompt"])))
-    return items
+    return [(str(obj["id"]), str(obj["prompt"])) for obj in read_prompts(path)]
 
 
 def _prompts(args) -> list[tuple[str, str]]:

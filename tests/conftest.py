@@ -33,3 +33,28 @@ def serve_url(tmp_path_factory):
     proc, url = start_server(tmp_path_factory.mktemp("serve"), *SERVER_ARGS)
     yield url
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def _shipped_t2m():
+    """The shipped text-to-MIDI model, loaded once for the session; nothing in the tests writes to it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from midilm.generate.cli import default_model_path
+    from midilm.models.midi_llm import load_text_to_midi
+
+    if not default_model_path().is_dir():
+        pytest.skip("no default model shipped in this checkout")
+    return load_text_to_midi(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def model(_shipped_t2m):
+    """The shipped text-to-MIDI model on one torch thread for the module's tests, as `midilm serve` runs it (a
+    tiny model gains nothing from two threads, and the cores are shared); the thread count is restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield _shipped_t2m
+    torch.set_num_threads(threads)

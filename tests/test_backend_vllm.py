@@ -32,14 +32,6 @@ MODEL = default_model_path()
 needs_model = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from midilm.models.midi_llm import load_text_to_midi
-
-    torch.set_num_threads(1)
-    return load_text_to_midi(MODEL)
-
-
 def _decode_loop(m, prompt, stop_id: int, max_steps: int, mask):
     """A greedy decoding loop standing in for vLLM's: full logits, `mask(logits, ids, out)`, argmax."""
     ids, out, past = list(prompt), [], None
@@ -82,8 +74,8 @@ def _melody_controls():
 
 @needs_model
 @pytest.mark.parametrize("style", ["v1", "v2"])
-def test_processor_masks_reproduce_the_shared_loop_greedy(tiny, style):
-    m = tiny
+def test_processor_masks_reproduce_the_shared_loop_greedy(model, style):
+    m = model
     grammar = GrammarConfig.make([0, 33, 128], max_notes_per_onset=3)
     sampling = SamplingConfig(max_new_tokens=150, top_k=1, seed=0)
     prompt = m.prompt_ids("A jazz trio with piano, bass and drums.")
@@ -97,8 +89,8 @@ def test_processor_masks_reproduce_the_shared_loop_greedy(tiny, style):
 
 
 @needs_model
-def test_processor_forces_controls_and_stops_when_the_window_is_full(tiny):
-    m = tiny
+def test_processor_forces_controls_and_stops_when_the_window_is_full(model):
+    m = model
     controls = _melody_controls()
     sampling = SamplingConfig(max_new_tokens=200, top_k=1, seconds=5.0)
     grammar = window_grammar(GrammarConfig.make([0]), sampling.seconds)
@@ -173,11 +165,11 @@ def _processor_class(monkeypatch):
 
 
 @needs_model
-def test_processor_class_drives_both_runner_interfaces(tiny, monkeypatch):
+def test_processor_class_drives_both_runner_interfaces(model, monkeypatch):
     from types import SimpleNamespace
 
     cls, move = _processor_class(monkeypatch)
-    m = tiny
+    m = model
     grammar = GrammarConfig.make([0, 40], max_notes_per_onset=2)
     sampling = SamplingConfig(max_new_tokens=90, top_k=1)
     prompt = m.prompt_ids("A duet for piano and violin.")
@@ -301,7 +293,7 @@ def test_real_vllm_generates_valid_constrained_music(tmp_path):
 
 
 @needs_model
-def test_engine_rows_reach_vllm_as_one_call_with_their_settings(tiny, monkeypatch):
+def test_engine_rows_reach_vllm_as_one_call_with_their_settings(model, monkeypatch):
     """`run_rows` on vLLM: all rows in one `generate` call, each a request with its own seed, prompt and grammar
     settings (context, controls, window end), decoded back into the rows. vLLM itself needs a GPU: a stand-in
     LLM runs each request as greedy decoding masked by our GrammarBatch, as vLLM's loop would with top_k=1."""
@@ -315,7 +307,7 @@ def test_engine_rows_reach_vllm_as_one_call_with_their_settings(tiny, monkeypatc
         pass
 
     monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=SamplingParams))
-    m, calls = tiny, []
+    m, calls = model, []
     stop = m.tokenizer.eos_token_id
 
     class StandInLLM:

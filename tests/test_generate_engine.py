@@ -24,16 +24,6 @@ MODEL = default_model_path()
 pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
 
 
-@pytest.fixture(scope="module")
-def model():
-    from midilm.models.midi_llm import load_text_to_midi
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_text_to_midi(MODEL)
-    torch.set_num_threads(threads)
-
-
 def _row(m, caption: str, seed: int, tokens: int = 45, **kw) -> Row:
     grammar = GrammarConfig.make(None, max_time=1999)
     return Row(m.prompt_ids(caption), MusicSequence(grammar, max_new_tokens=tokens), SamplingConfig(), seed, **kw)

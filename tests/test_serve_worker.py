@@ -96,22 +96,6 @@ def test_an_error_reaches_only_its_own_request():
     assert isinstance(bad, ValueError) and good == "ok"
 
 
-@pytest.fixture(scope="module")
-def model():
-    from midilm.generate.cli import default_model_path
-
-    if not default_model_path().is_dir():
-        pytest.skip("the shipped text-to-MIDI model is not in this install")
-    import torch
-
-    from midilm.models.midi_llm import load_text_to_midi
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as `midilm serve` runs it: a tiny model gains nothing from two threads
-    yield load_text_to_midi(default_model_path())
-    torch.set_num_threads(threads)
-
-
 def test_a_batch_gives_each_request_what_it_gets_alone(model):
     from midilm.generate.pipeline import GenerateOptions
     from midilm.serve.batch import BatchRequest, batchable, generate_batch

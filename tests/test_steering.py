@@ -340,16 +340,6 @@ MODEL = default_model_path()
 needs_model = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
 
 
-@pytest.fixture(scope="module")
-def model():
-    from midilm.models.midi_llm import load_text_to_midi
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_text_to_midi(MODEL)
-    torch.set_num_threads(threads)
-
-
 def _pitch_classes(gen) -> set[int]:
     p = gen.piece
     return set((p.pitch[p.program != DRUMS] % 12).tolist())

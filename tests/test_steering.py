@@ -330,6 +330,14 @@ def test_processor_mixes_guidance_then_biases_on_the_absolute_grid():
                                                                                grid_origin=-1030)), atol=1e-9)
 
 
+def test_processor_carries_its_config_for_backends_with_their_own_loop():
+    from midilm.generate.steering import steering_processor
+
+    # vLLM rebuilds the processor in its workers from this attribute: it must be the request's config
+    config = SteeringConfig(key=(2, "major"), key_strength=3.0, bpm=90, grid_strength=1.0)
+    assert steering_processor(config).config is config
+
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 

@@ -404,7 +404,8 @@ def cfg_mix(cond, uncond, scale: float):
 def steering_processor(config: SteeringConfig):
     """The engine's logits hook (`engine.Row.processors`) for one request: CFG first where the row runs an
     unconditioned branch (`row.uncond_logits`), then the biases on the row's grammar clock; the grid stays
-    on the absolute beat grid across windows (`row.offset`: the window's start in absolute ticks)."""
+    on the absolute beat grid across windows (`row.offset`: the window's start in absolute ticks). The
+    processor carries its `config`, from which a backend with its own sampling loop (vLLM) rebuilds it."""
     by_offset: dict[int, SteeringConfig] = {}
 
     def apply(row, choice, logits: np.ndarray) -> np.ndarray:
@@ -418,6 +419,7 @@ def steering_processor(config: SteeringConfig):
             by_offset[offset] = shifted(config, offset)
         return steer_logits(logits, choice.lo, row.seq.state.time, by_offset[offset])
 
+    apply.config = config  # a backend that runs its own loop (vLLM) rebuilds the processor from this
     return apply
 
 

@@ -8,7 +8,9 @@ position and input id (Model Runner V2's way), masking the row, then the engine 
 from __future__ import annotations
 
 import importlib.util
+import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -27,6 +29,7 @@ from midilm.generate.backends.vllm import (  # noqa: E402
 from midilm.generate.cli import default_model_path  # noqa: E402
 from midilm.generate.grammar import GrammarConfig  # noqa: E402
 from midilm.generate.sampler import SamplingConfig, sample_music, window_grammar  # noqa: E402
+from midilm.generate.steering import SteeringConfig, steering_processor  # noqa: E402
 
 MODEL = default_model_path()
 needs_model = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
@@ -255,7 +258,6 @@ def test_batch_bookkeeping_and_broken_grammar_ends_the_request():
 def test_request_args_round_trip_and_validation():
     grammar = GrammarConfig.make([0, 128], max_notes_per_onset=5, pitch_range=(30, 90))
     args = request_args(2048, 1, 40, SamplingConfig(max_new_tokens=33, constrained=False), grammar, [1, 2, 3])
-    import json
 
     args = json.loads(json.dumps(args))  # crosses a process boundary as plain data
     validate_args(args)
@@ -347,3 +349,140 @@ def test_engine_rows_reach_vllm_as_one_call_with_their_settings(model, monkeypat
     assert any(t >= vocab.CONTROL_OFFSET for t in got[1].tokens)
     with pytest.raises(ValueError, match="end-of-text id"):
         run_rows(StandInLLM(), rows(), m.layout.music_offset)
+
+
+# --- steering: the engine's biases, applied by the vLLM processor -----------------------------------------
+
+STEER = SteeringConfig(key=(2, "major"), key_strength=6.0, bpm=100.0, meter=(3, 4), grid_strength=6.0,
+                       gap_strength=8.0, max_gap_beats=0.5)
+
+
+@needs_model
+def test_steered_logits_of_the_processor_equal_the_engines_at_every_step(model):
+    """The same row, steered, in the engine and in the vLLM processor: at every step (time, duration and note
+    slots) the logits the processor leaves for vLLM's sampler equal the ones the engine draws from. The row
+    starts mid-piece (context) in a window whose time 0 is at absolute tick 1030, so the grid's origin matters."""
+    from midilm.generate.engine import Row, run_rows
+    from midilm.generate.sampler import MusicSequence
+
+    m = model
+    offset, stop = m.layout.music_offset, m.tokenizer.eos_token_id
+    context = [0, vocab.DUR_OFFSET + 40, vocab.NOTE_OFFSET + 48]
+    grammar = GrammarConfig.make([0, 40], max_notes_per_onset=3)
+    prompt = m.prompt_ids("a cheerful duet for piano and violin") + [offset + t for t in context]
+    engine_steps = []
+
+    def spy(row, choice, logits):  # after steering: what the engine draws from
+        engine_steps.append((len(row.tokens), choice.lo, logits.copy()))
+        return logits
+
+    row = Row(prompt, MusicSequence(grammar, True, context, (), 90), SamplingConfig(top_k=1), 0,
+              processors=[steering_processor(STEER), spy], offset=1030)
+    run_rows(m.model, [row], offset)
+    assert row.seq.reason == "max tokens"
+
+    args = request_args(offset, stop, len(prompt), SamplingConfig(top_k=1), grammar, context, (), 90, None,
+                        STEER, 1030)
+    args = json.loads(json.dumps(args))  # crosses vLLM's process boundary as plain data
+    batch = GrammarBatch()
+    assert batch.add(0, {ARGS_KEY: args})
+    vllm_steps = []
+
+    def mask(logits, ids, out):
+        batch.observe(0, out)
+        raw = logits.clone()
+        batch.mask_row(logits, 0, 0)
+        choice = batch.slots[0].choice()
+        if choice is not None and not choice.forced:
+            lo, hi = offset + choice.lo, offset + choice.hi
+            vllm_steps.append((len(out), choice.lo, logits[0, lo:hi].double().numpy(), raw[0, lo:hi].numpy()))
+            assert torch.isinf(logits[0, :lo]).all() and torch.isinf(logits[0, hi:]).all()
+
+    out = _decode_loop(m, prompt, stop, 95, mask)
+    assert parse_output(args, out)[0] == row.tokens  # greedy: the same tokens
+    assert [s[:2] for s in vllm_steps] == [s[:2] for s in engine_steps] and len(engine_steps) >= 55
+    moved = 0.0
+    for (_, _, ours, raw), (_, _, theirs) in zip(vllm_steps, engine_steps):
+        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+        fin = np.isfinite(theirs)
+        # 2e-4: the engine's logits come from the allowed block's output rows only, the processor's from the
+        # full output layer (float32 rounding, ~1e-6), and vLLM keeps its logits in float32
+        np.testing.assert_allclose(ours[fin], theirs[fin], rtol=0, atol=2e-4)
+        moved = max(moved, float(np.max(np.abs(ours[fin] - raw[fin]))))
+    assert moved > 1.0  # the steering did move the logits (by nats), so the equality above is not vacuous
+
+
+@needs_model
+def test_steered_generation_on_vllm_equals_the_transformers_backend(model, monkeypatch):
+    """`generate` on the vLLM backend (a stand-in LLM runs each request as greedy decoding masked by our
+    processor, as vLLM's loop would with top_k=1) writes the same steered piece as on transformers, and the
+    sidecar says steering was on; guidance is refused there with a readable error."""
+    import dataclasses
+    import sys
+    from types import SimpleNamespace
+
+    from midilm.generate.pipeline import GenerateOptions, generate
+
+    class SamplingParams(SimpleNamespace):
+        pass
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=SamplingParams))
+
+    class StandInLLM:
+        def generate(self, prompts, params, use_tqdm=False):
+            outs = []
+            for p, sp in zip(prompts, params):
+                assert sp.top_k == 1
+                out = _engine(model, p["prompt_token_ids"], sp.extra_args[ARGS_KEY], "v1", sp.max_tokens)
+                outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=out)]))
+            return outs
+
+    StandInLLM.__module__ = "vllm.entrypoints.llm"
+    on_vllm = dataclasses.replace(model, model=StandInLLM(), backend="vllm")
+    prompt = "A cheerful piano piece in D major at 100 bpm."
+    opts = GenerateOptions(seed=2, max_tokens=90, seconds=20, top_k=1)
+    ref = generate(model, prompt, opts)[0]
+    got = generate(on_vllm, prompt, opts)[0]
+    alone = generate(model, prompt, dataclasses.replace(opts, steer=False))[0]
+    assert ref.tokens != alone.tokens  # steering changes this piece: the vLLM run had to apply it
+    assert got.tokens == ref.tokens
+    st = got.settings["steering"]
+    assert st["active"] and st["note"] == "on" and st["key"] == "D major" and st["grid_strength"] > 0
+    with pytest.raises(ValueError, match="classifier-free guidance needs the transformers or llamacpp"):
+        generate(on_vllm, prompt, dataclasses.replace(opts, cfg=2.0))
+
+
+def test_steering_settings_cross_as_plain_data_and_bad_ones_are_refused():
+    args = request_args(100, 1, 5, SamplingConfig(), GrammarConfig(), steering=STEER, offset=77)
+    args = json.loads(json.dumps(args))
+    validate_args(args)
+    batch = GrammarBatch()
+    batch.add(0, {ARGS_KEY: args})
+    slot = batch.slots[0]
+    assert slot.steer.config == STEER and slot.offset == 77
+    # no biases: no steering state at all
+    assert request_args(100, 1, 5, SamplingConfig(), GrammarConfig(), steering=SteeringConfig())["steering"] is None
+    cfg = request_args(100, 1, 5, SamplingConfig(), GrammarConfig(), steering=SteeringConfig(cfg_scale=2.0))
+    with pytest.raises(ValueError, match="classifier-free guidance"):
+        validate_args(cfg)
+    for bad in ({**args, "steering": {**args["steering"], "key_strength": -1}},
+                {**args, "steering": {**args["steering"], "colour": 1}}, {**args, "steering": [1]},
+                {**args, "offset": "x"}):
+        with pytest.raises(ValueError):
+            validate_args(bad)
+
+
+def test_vllm_refuses_other_processors_and_guidance_in_one_line():
+    from midilm.generate.backends.vllm import run_rows_vllm
+    from midilm.generate.engine import Row
+    from midilm.generate.sampler import MusicSequence
+
+    def row(**kw):
+        return Row([1, 2], MusicSequence(GrammarConfig()), SamplingConfig(), 0, **kw)
+
+    with pytest.raises(ValueError, match="no other logits processors"):
+        run_rows_vllm(None, [row(processors=[lambda r, c, x: x])], 100, 1)
+    with pytest.raises(ValueError, match="classifier-free guidance"):
+        run_rows_vllm(None, [row(uncond_prompt=[1])], 100, 1)
+    with pytest.raises(ValueError, match="classifier-free guidance"):
+        run_rows_vllm(None, [row(processors=[steering_processor(SteeringConfig(cfg_scale=3.0))])], 100, 1)

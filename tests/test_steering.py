@@ -407,13 +407,16 @@ def test_guidance_runs_the_empty_description_and_scale_one_adds_nothing(model):
     assert not one.active  # scale 1 is off: no second branch is run
 
 
-def test_vllm_gets_no_steering():
+def test_vllm_keeps_the_biases_and_refuses_guidance():
     from types import SimpleNamespace
 
     from midilm.generate.pipeline import Request, plan_steering
 
-    config, note = plan_steering(SimpleNamespace(backend="vllm"), Request("in C major"), GenerateOptions(), 90, None)
-    assert not config.active and "vllm" in note
+    on_vllm = SimpleNamespace(backend="vllm")
+    config, note = plan_steering(on_vllm, Request("in C major"), GenerateOptions(), 90, None)
+    assert config.key_on and config.grid_on and config.gap_on and note == "on"
+    with pytest.raises(ValueError, match="classifier-free guidance needs the transformers or llamacpp"):
+        plan_steering(on_vllm, Request("in C major"), GenerateOptions(cfg=2.0), 90, None)
 
 
 @needs_model

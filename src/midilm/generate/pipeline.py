@@ -294,8 +294,8 @@ class _Plan:
 
 def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | None,
                   meter: tuple[int, int] | None) -> tuple[SteeringConfig, str]:
-    """The request's steering and a note on it: a given piece's own tempo and meter set the grid; vLLM,
-    which runs its own loop, gets none."""
+    """The request's steering and a note on it: a given piece's own tempo and meter set the grid. On vLLM the
+    biases run in its logits processor (`backends/vllm.py`); guidance cannot, and is refused there."""
     if req.given is not None:
         ts = req.given.time_signature
         bpm, meter = float(req.given.bpm), (ts.numerator, ts.denominator)
@@ -303,8 +303,10 @@ def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | No
                                key_strength=options.key_prior, grid_strength=options.beat_grid,
                                gap_strength=options.gap_penalty, max_gap_beats=options.max_gap_beats,
                                cfg_scale=options.cfg)
-    if steering.active and getattr(model, "backend", "transformers") == "vllm":
-        return OFF, "off: the vllm backend samples in its own loop"
+    if steering.cfg_scale != 1.0 and getattr(model, "backend", "transformers") == "vllm":
+        raise ValueError(f"cfg {steering.cfg_scale:g}: classifier-free guidance needs the transformers or llamacpp "
+                         "backend (it runs an unconditioned second pass per sample, which vLLM's logits processors "
+                         "cannot); leave --cfg at 1 on vllm")
     return steering, "on" if steering.active else "off"
 
 

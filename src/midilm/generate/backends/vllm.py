@@ -10,9 +10,13 @@ references to each request's output ids, then `apply(logits)`). `MidiGrammarLogi
 both, so the engine's loader accepts it whichever runner it picks, and wraps one pure-Python core,
 `GrammarBatch`: a `MusicSequence` (the rules of `generate/sampler.py`) per request slot, advanced
 by the request's new output ids, and the row mask it implies (the allowed block, the note mask, a forced
-control id, or only the stop id once the grammar is finished). The core needs no vLLM and is tested on
-CPU. Temperature, top-k, top-p and seeds are vLLM's own. Speculative decoding is not supported (one
-logits row per request is assumed).
+control id, or only the stop id once the grammar is finished), then the request's steering on the
+allowed block: the key prior, beat grid and gap penalty of `generate/steering.py`, by the very processor the
+engine runs (`steering_processor`, rebuilt in the worker from the request's `SteeringConfig`, called with the
+slot's grammar state in place of the engine's row). Classifier-free guidance is refused: it needs a second,
+unconditioned forward pass per row, which a logits processor cannot run. The core needs no vLLM and is
+tested on CPU. Temperature, top-k, top-p and seeds are vLLM's own (applied after the processors, as the
+engine's draw is). Speculative decoding is not supported (one logits row per request is assumed).
 
 Run on a GPU: `midilm generate "..." -o out.mid --backend vllm --model DIR` (see docs/backends.md).
 """
@@ -23,12 +27,16 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from midilm.generate.grammar import GrammarConfig
-from midilm.generate.sampler import MusicSequence, SamplingConfig, trim_partial
+from midilm.generate.sampler import Choice, MusicSequence, SamplingConfig, trim_partial
+from midilm.generate.steering import SteeringConfig, steering_processor
 
 ARGS_KEY = "midilm_grammar"  # the key of our settings in SamplingParams.extra_args
+CFG_REFUSED = ("classifier-free guidance (cfg other than 1) needs the transformers or llamacpp backend: it runs an "
+               "unconditioned second pass per sample, which vLLM's logits processors cannot")
 PROCESSOR = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"  # by name: vLLM's workers import it
 
 
@@ -37,7 +45,10 @@ PROCESSOR = "midilm.generate.backends.vllm:MidiGrammarLogitsProcessor"  # by nam
 
 def request_args(music_offset: int, stop_id: int, prompt_len: int, sampling: SamplingConfig,
                  grammar: GrammarConfig, context: Sequence[int] = (), controls: Sequence[int] = (),
-                 max_new_tokens: int | None = None, until: int | None = None) -> dict:
+                 max_new_tokens: int | None = None, until: int | None = None,
+                 steering: SteeringConfig | None = None, offset: int = 0) -> dict:
+    """A request's settings for the processor. `steering`: the biases to apply (None: none); `offset`: the
+    absolute tick of the window's time 0 (`engine.Row.offset`), which keeps the beat grid on the piece's clock."""
     g = asdict(grammar)
     g["instruments"] = None if grammar.instruments is None else sorted(grammar.instruments)
     g["pitch_range"] = list(grammar.pitch_range)
@@ -45,7 +56,9 @@ def request_args(music_offset: int, stop_id: int, prompt_len: int, sampling: Sam
             "constrained": bool(sampling.constrained),
             "max_new_tokens": int(sampling.max_new_tokens if max_new_tokens is None else max_new_tokens),
             "until": None if until is None else int(until),
-            "grammar": g, "context": [int(t) for t in context], "controls": [int(t) for t in controls]}
+            "grammar": g, "context": [int(t) for t in context], "controls": [int(t) for t in controls],
+            "steering": None if steering is None or not steering.active else asdict(steering),
+            "offset": int(offset)}
 
 
 def validate_args(args: dict) -> None:
@@ -55,7 +68,30 @@ def validate_args(args: dict) -> None:
     for key in ("music_offset", "stop_id", "prompt_len", "max_new_tokens"):
         if not isinstance(args.get(key), int) or args[key] < 0:
             raise ValueError(f"extra_args[{ARGS_KEY!r}][{key!r}] must be a non-negative integer")
+    if not isinstance(args.get("offset", 0), int):
+        raise ValueError(f"extra_args[{ARGS_KEY!r}]['offset'] must be an integer")
     _sequence(args)
+    _steering(args)
+
+
+def _steering(args: dict) -> SteeringConfig | None:
+    """The request's SteeringConfig (None: no biases); CFG is refused (see the module docstring)."""
+    d = args.get("steering")
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ValueError(f"extra_args[{ARGS_KEY!r}]['steering'] must be a dict")
+    d = dict(d)
+    # JSON turns the tuples into lists
+    d["key"] = None if d.get("key") is None else tuple(d["key"])
+    d["meter"] = tuple(d.get("meter", (4, 4)))
+    try:
+        config = SteeringConfig(**d)
+    except TypeError as e:
+        raise ValueError(f"extra_args[{ARGS_KEY!r}]['steering']: {e}") from None
+    if config.cfg_scale != 1.0:
+        raise ValueError(CFG_REFUSED)
+    return config
 
 
 def _sequence(args: dict) -> MusicSequence:
@@ -72,12 +108,24 @@ def _sequence(args: dict) -> MusicSequence:
 
 
 class _Slot:
+    """One request's state. It is also the `row` its steering processor sees, as the engine's `Row` would be:
+    `seq` (the grammar state), `offset` (the window's absolute start) and no unconditioned logits."""
+
+    uncond_logits = None
+
     def __init__(self, args: dict):
         self.seq = _sequence(args)
-        self.offset, self.stop_id, self.prompt_len = args["music_offset"], args["stop_id"], args["prompt_len"]
+        self.music_offset, self.stop_id, self.prompt_len = args["music_offset"], args["stop_id"], args["prompt_len"]
+        self.offset = int(args.get("offset", 0))
+        steering = _steering(args)
+        self.steer = None if steering is None else steering_processor(steering)
         self.seen = 0  # output ids already walked
         self.ended = False  # the stop id was sampled, or an id broke the grammar: only the stop id may follow
         self.error = ""
+
+    def choice(self) -> Choice | None:
+        """What may come next (AMT ids), None once only the stop id may."""
+        return None if self.ended else self.seq.choice()
 
     def take(self, token: int) -> None:
         self.seen += 1
@@ -87,7 +135,7 @@ class _Slot:
             self.ended = True
             return
         try:
-            self.seq.accept(token - self.offset)
+            self.seq.accept(token - self.music_offset)
         except ValueError as e:  # another stage overrode our mask: stop the request rather than the engine
             self.ended, self.error = True, str(e)
 
@@ -141,19 +189,30 @@ class GrammarBatch:
     def allowed(self, slot: int) -> tuple[int, int, torch.Tensor | None]:
         """[lo, hi) of vocabulary ids the slot may sample next, with a boolean mask over them or None."""
         s = self.slots[slot]
-        choice = None if s.ended else s.seq.choice()
+        return self._block(s, s.choice())
+
+    @staticmethod
+    def _block(s: _Slot, choice: Choice | None) -> tuple[int, int, torch.Tensor | None]:
         if choice is None:
             return s.stop_id, s.stop_id + 1, None
         mask = None if choice.mask is None else torch.from_numpy(choice.mask)
-        return s.offset + choice.lo, s.offset + choice.hi, mask
+        return s.music_offset + choice.lo, s.music_offset + choice.hi, mask
 
     def mask_row(self, logits: torch.Tensor, row: int, slot: int) -> None:
-        """Set every logit of `row` that the slot's grammar does not allow to -inf, in place."""
-        lo, hi, mask = self.allowed(slot)
+        """Set every logit of `row` that the slot's grammar does not allow to -inf and steer the rest, in place.
+
+        Steering runs as in the engine: on the allowed block with the disallowed ids already -inf, in float64,
+        never on a forced id; the result is stored back in the logits' own dtype."""
+        s = self.slots[slot]
+        choice = s.choice()
+        lo, hi, mask = self._block(s, choice)
         r = logits[row]
         keep = r[lo:hi].clone()
         if mask is not None:
             keep.masked_fill_(~mask.to(keep.device, non_blocking=True), float("-inf"))
+        if s.steer is not None and choice is not None and not choice.forced:
+            block = s.steer(s, choice, keep.detach().to("cpu", torch.float64).numpy())
+            keep = torch.from_numpy(np.ascontiguousarray(block)).to(keep.device, keep.dtype)
         r.fill_(float("-inf"))
         r[lo:hi] = keep
 
@@ -275,20 +334,33 @@ def parse_output(args: dict, output_ids: Sequence[int]) -> tuple[list[int], str]
     return trim_partial(seq.tokens), seq.reason
 
 
+def _row_steering(row) -> SteeringConfig | None:
+    """The steering of a row's processors. Only a steering processor can cross into vLLM's workers, as its
+    config (`steering_processor(config).config`); any other Python callable is refused."""
+    configs = [getattr(p, "config", None) for p in row.processors]
+    if not all(isinstance(c, SteeringConfig) for c in configs) or len(configs) > 1:
+        raise ValueError("the vllm backend runs one steering processor per request and no other logits "
+                         "processors; use the transformers or llamacpp backend for those")
+    if configs and configs[0].cfg_scale != 1.0:
+        raise ValueError(CFG_REFUSED)
+    return configs[0] if configs else None
+
+
 def run_rows_vllm(llm, rows, music_offset: int, stop_id: int | None) -> int:
     """The engine's rows (`generate/engine.py`) on vLLM: one request per row, all in one `generate` call, each
     with the row's seed and settings; vLLM's loop samples, our logits processor applies the row's rules."""
-    from vllm import SamplingParams
-
     if stop_id is None:
         raise ValueError("the vLLM backend needs the tokenizer's end-of-text id to stop a sequence")
-    if any(r.processors or r.uncond_prompt is not None for r in rows):
-        raise ValueError("logits processors and classifier-free guidance need the transformers or llamacpp backend")
+    if any(r.uncond_prompt is not None for r in rows):
+        raise ValueError(CFG_REFUSED)
+    steering = [_row_steering(r) for r in rows]  # refused before vLLM is even imported
+    from vllm import SamplingParams
+
     params = []
-    for r in rows:
+    for r, steer in zip(rows, steering):
         seq = r.seq
         args = request_args(music_offset, stop_id, len(r.prompt), r.sampling, seq.grammar, seq.context,
-                            seq.controls, seq.max_new_tokens, seq.until)
+                            seq.controls, seq.max_new_tokens, seq.until, steer, r.offset)
         params.append(SamplingParams(n=1, temperature=r.sampling.temperature, top_p=r.sampling.top_p,
                                      top_k=r.sampling.top_k, seed=r.seed, max_tokens=seq.max_new_tokens + 1,
                                      stop_token_ids=[stop_id], detokenize=False, extra_args={ARGS_KEY: args}))

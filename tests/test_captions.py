@@ -524,3 +524,38 @@ def test_name_ending_in_a_full_stop_ends_its_sentence_once() -> None:
     # a title's own ".." stays (OpenMSX: "5 4 3 2 .. Gone")
     b = {**a, "composer": "Jim Redfarn", "title": "5 4 3 2 .. Gone"}
     assert any('"5 4 3 2 .. Gone"' in make_caption(b, random.Random(s), "long") for s in range(60))
+
+
+# ---------------------------------------------------------------- fact captions (what describe is trained on)
+
+
+def test_fact_caption_states_every_fact_right_in_two_to_three_sentences():
+    from midilm.annotate.analyze import analyze_piece
+    from midilm.annotate.captions import fact_caption
+    from midilm.evaluate.caption_facts import caption_precision, sentences
+    from midilm.music.examples import example_piece
+
+    analysis = {**analyze_piece(example_piece()), "genre": "pop"}
+    text = fact_caption(analysis)
+    scored = caption_precision(text, analysis)
+    stated = {f["type"] for f in scored["facts"]}
+    assert {"key", "tempo", "meter", "instruments", "texture", "dynamics"} <= stated, text
+    assert scored["precision"] == 1.0, scored["facts"]
+    assert scored["words"] >= 25 and 2 <= len(sentences(text)) <= 4
+    assert text.startswith("A pop piece for ") and text.endswith("Its style is pop.")
+    assert fact_caption(analysis) == text  # one fixed wording: no random choices
+
+
+def test_fact_caption_leaves_out_missing_fields_and_a_style_that_reads_as_a_fact():
+    from midilm.annotate.captions import fact_caption
+    from midilm.evaluate.caption_facts import caption_precision
+
+    drums = {"instrument_words": ["drums"], "has_drums": True, "key": "", "time_signature": "4/4", "bpm": 100.0,
+             "texture": "monophonic", "dynamics": "mf", "genre": "pop", "tune_type": "drum fill",
+             "style_detail": "soft"}
+    text = fact_caption(drums)
+    assert "major" not in text and "minor" not in text  # no key stated where the analysis has none
+    assert "soft" not in text and text.endswith("Its style is pop.")  # "soft" would read as the dynamics
+    assert "melodic line" not in text  # a drum part's "monophonic" is no melody
+    assert caption_precision(text, drums)["precision"] == 1.0
+    assert fact_caption({"key": "A minor"}) == "A piece, in A minor."

@@ -247,3 +247,54 @@ def test_a_chat_template_frames_the_conversation_and_only_answers_are_targets(pa
     assert targets == "ItisinGmajor.</s>Itisin3/4time.</s>"
     ask = encode_conversation(tok, [("What key is this piece in?", None)])
     assert tok.decode(ask.after).replace(" ", "").endswith("<|assistant|>") and set(ask.labels) == {IGNORE}
+
+
+def test_pitch_class_profile_weights_by_duration_skips_drums_and_moves_with_transposition(notes):
+    from midilm.codecs.octuple import FIELDS, duration_code
+    from midilm.models.midi_llama import pitch_class_profile
+    from midilm.models.notes import transpose_notes
+
+    n = np.zeros((3, 8), dtype=np.int64)
+    n[:, FIELDS.index("pitch")] = (60, 64, 38 + 128)  # C4, E4 and a drum (pitched drums sit at pitch + 128)
+    n[:, FIELDS.index("program")] = (0, 0, 128)
+    n[:, FIELDS.index("duration")] = (duration_code(48), duration_code(16), duration_code(64))  # 3 beats, 1 beat
+    p = pitch_class_profile(n)
+    assert p.shape == (12,) and p.dtype == np.float32
+    assert np.allclose(p[[0, 4]], [0.75, 0.25]) and np.isclose(p.sum(), 1.0)  # the drum counts for nothing
+    assert not pitch_class_profile(n[2:]).any()  # drums alone: no profile
+    real = pitch_class_profile(notes[0])
+    for s in (-5, 1, 7):  # transposing the notes rolls the profile by as many pitch classes
+        assert np.allclose(pitch_class_profile(transpose_notes(notes[0], s)), np.roll(real, s), atol=1e-6)
+
+
+def test_widening_for_pitch_classes_keeps_the_answers_then_reads_them_and_round_trips(parts, notes, tmp_path):
+    from midilm.models.midi_llama import pitch_class_profile
+
+    for projector in ("linear", "mlp"):
+        m = _model(parts, k=2, projector=projector).add_lora(r=4, alpha=8, dropout=0.0)
+        m.eval()
+        encs = [encode_conversation(m.tokenizer, [("What key is this piece in?", None)])] * 2
+        b = m.batch(encs, left_pad=True)
+        feats = m.features(notes)
+        with torch.no_grad():
+            before = m(midi_features=feats, **b).logits
+        assert m.add_pitch_classes() == 32 and m.config.pitch_classes and m.config.encoder_hidden == 44
+        wide = m.features(notes)
+        assert wide.shape == (2, 2, 44) and torch.allclose(wide[..., :32], feats)
+        assert torch.allclose(wide[0, 1, 32:], torch.from_numpy(pitch_class_profile(notes[0])))  # every vector
+        with torch.no_grad():  # new input columns start at zero: the same answers (float sums: a tolerance)
+            assert torch.allclose(m(midi_features=wide, **b).logits, before, atol=1e-5)
+        m.set_feature_stats(wide.numpy(), start=32)
+        assert torch.equal(m.feature_mean[:32], torch.zeros(32)) and m.feature_mean[32:].abs().sum() > 0
+        with pytest.raises(ValueError, match="already"):
+            m.add_pitch_classes()
+        first = m.projector if projector == "linear" else m.projector[0]
+        with torch.no_grad():
+            first.weight[:, 32:].normal_(0, 1.0)  # now the profile matters
+            after = m(midi_features=wide, **b).logits
+        assert not torch.allclose(after, before, atol=1e-3)
+        m.save_pretrained(tmp_path / projector)
+        again = MidiLlama.from_pretrained(tmp_path / projector)
+        assert again.config.pitch_classes and again.config.encoder_hidden == 44
+        with torch.no_grad():
+            assert torch.allclose(again(midi_features=again.features(notes), **b).logits, after, atol=1e-4)

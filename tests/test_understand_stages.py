@@ -51,3 +51,16 @@ def test_stages_reference_the_base_and_load_for_answers(tmp_path):
     model = load_understanding_model(s2, device="cpu", dtype="fp32")
     answer = model.ask(read_midi(files[0]), "What key is this piece in?", max_new_tokens=8)
     assert isinstance(answer, str)
+    # stage 2 again from s2, now reading the pitch-class profile (the projector is widened) and writing fact
+    # captions; the encoder's features come from the cache the first runs wrote (none computed again)
+    cached = set((tmp_path / "cache").glob("features-*.npy"))
+    s3 = train_understand(UnderstandConfig(output=str(tmp_path / "s3"), stage=2, init=str(s2), pitch_classes=True,
+                                           caption_style="facts", p_caption=0.5, **common))
+    assert set((tmp_path / "cache").glob("features-*.npy")) == cached
+    manifest = json.loads((s3 / "midilm.json").read_text())
+    before = json.loads((s2 / "midilm.json").read_text())
+    assert manifest["pitch_classes"] and not before["pitch_classes"]
+    assert manifest["encoder_hidden"] == before["encoder_hidden"] + 12
+    assert json.loads((s3 / "train_config.json").read_text())["pitch_classes"] is True
+    model = load_understanding_model(s3, device="cpu", dtype="fp32")
+    assert isinstance(model.describe(read_midi(files[0]), max_new_tokens=8), str)

@@ -116,3 +116,27 @@ def test_stage_two_caption_examples_can_keep_to_long_captions():
     short = {"captions": ["A folk tune."], "qa": []}
     assert conversation(short, 2, random.Random(0), long_only) == [(conversation(short, 2, random.Random(0),
                                                                                   everything)[0][0], "A folk tune.")]
+
+
+def test_fact_captions_of_transposed_copies_state_the_moved_key(tune):
+    from midilm.annotate.captions import fact_caption
+    from midilm.evaluate.caption_facts import caption_precision
+
+    piece, row = tune
+    row = {**analyze_piece(piece), **row}
+    cfg = UnderstandConfig(data="", output="", transpose=6, p_caption=1.0, caption_style="facts")
+    shifts_seen = set()
+    for i in range(30):
+        turns, shift = example_turns(row, 2, random.Random(i), cfg, transpose_shifts(6))
+        assert len(turns) == 1
+        truth = analyze_piece(piece.transposed(shift)) if shift else row
+        scored = caption_precision(turns[0][1], truth)
+        assert any(f["type"] == "key" for f in scored["facts"]) and all(f["correct"] for f in scored["facts"]
+                                                                        if f["type"] == "key"), (shift, turns)
+        shifts_seen.add(shift)
+    assert len(shifts_seen) > 3  # transposed copies and the original alike
+    # the default (dataset captions) is unchanged: the row's own captions, never a fact caption
+    plain = UnderstandConfig(data="", output="", transpose=6, p_caption=1.0)
+    for i in range(10):
+        turns, shift = example_turns(row, 2, random.Random(i), plain, transpose_shifts(6))
+        assert all(a != fact_caption(row) for _, a in turns)

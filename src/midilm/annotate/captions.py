@@ -910,3 +910,43 @@ def make_captions(analysis: dict[str, Any], seed: int, n: int = 3) -> list[str]:
             caption = make_caption(analysis, rng, detail)
         out.append(caption)
     return out
+
+
+FACT_CAPTION_INSTRUMENTS = 6  # a fact caption names this many instruments at most (most notes first)
+_READS_AS_FACT = re.compile(r"\b(soft|quiet|gentle|loud|strong|hushed|slow|fast|moderate|major|minor)\b",
+                            re.IGNORECASE)
+
+
+def fact_caption(analysis: dict[str, Any]) -> str:
+    """Two or three sentences in one fixed wording that state, each only where the dict has it: genre and
+    form (metadata), instruments, key, meter and simple tempo; texture and dynamics; the style (metadata).
+
+    What a small understanding model is trained to write for `describe` (issue 15: 2-4 sentences, every fact
+    right): the wording never varies, so what it learns is the facts, and each fact is one that
+    `midilm.evaluate.caption_facts` reads and checks. The tempo is a plain word (slow / moderate / fast /
+    very fast), not a bpm figure; no chords, range or mood, which such a model cannot yet read reliably.
+    """
+    words = instrument_words(analysis)[:FACT_CAPTION_INSTRUMENTS]
+    genre, tune = get(analysis, "genre"), get(analysis, "tune_type")
+    noun = " ".join(str(x) for x in (genre, tune_type_noun(tune) if tune else "piece") if x)
+    head = f"{cap(_a(noun))} {noun}" + (f" for {join_list(words)}" if words else "")
+    key, meter, simple = get(analysis, "key"), get(analysis, "time_signature"), tempo_simple(analysis)
+    where = " and ".join(x for x in (str(key) if key else "", f"{meter} time" if meter else "") if x)
+    first = [head] + ([f"in {where}"] if where else []) + ([f"at a {simple.lower()} tempo"] if simple else [])
+    sentences = [", ".join(first) + "."]
+    texture, dynamics = get(analysis, "texture"), get(analysis, "dynamics")
+    parts = []
+    if texture is not None:
+        phrase = TEXTURE_PHRASES.get(str(texture), ("",))[0] if words != ["drums"] else ""
+        parts.append(f"its texture is {texture}" + (f" ({phrase})" if phrase else ""))
+    if dynamics is not None:
+        parts.append(f"its dynamics are {DYNAMICS_WORDS.get(str(dynamics), (str(dynamics),))[0]} ({dynamics}) "
+                     "on the whole")
+    if parts:
+        sentences.append(cap(" and ".join(parts)) + ".")
+    style = get(analysis, "style_detail")
+    if style is None or _READS_AS_FACT.search(str(style)):  # a style "soft" would read as the dynamics
+        style = genre
+    if style is not None:
+        sentences.append(f"Its style is {style}.")
+    return " ".join(sentences)

@@ -66,6 +66,9 @@ class MidiLlamaConfig:
     pool_layers: list[int] = field(default_factory=lambda: [-1])  # encoder states pooled (0 = embedding layer)
     pool_fields: bool = False  # pool the 8 field embeddings (8 x H) instead of hidden states
     window_notes: int | None = None  # notes per window; None = the encoder's maximum
+    # append the notes' duration-weighted pitch-class profile (12 values) to every pooled vector: a feature
+    # of the MIDI read beside the encoder (beyond the paper; `encoder_hidden` then counts these 12 too)
+    pitch_classes: bool = False
     clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
     extra: dict = field(default_factory=dict)
 
@@ -136,6 +139,24 @@ def pool_notes(encoder, items: Sequence[np.ndarray], k: int, max_windows: int, w
         notes = torch.cat(st)
         out.append(torch.stack([notes[a:b].mean(0) for a, b in chunk_bounds(len(notes), k)]))
     return torch.stack(out)
+
+
+PITCH_CLASSES = 12
+
+
+def pitch_class_profile(notes: np.ndarray) -> np.ndarray:
+    """[12] float32: the share of sounding time (in beats) of each pitch class, C first, over the pitched notes
+    of OctupleMIDI field values (drums left out; zeros when there are none). Transposing the notes by s
+    semitones rolls it by s: the key is in it, independent of the encoder."""
+    from midilm.codecs.octuple import DUR_DEC, FIELDS, MAX_INST
+
+    n = np.asarray(notes, dtype=np.int64).reshape(-1, 8)
+    pitched = n[n[:, FIELDS.index("program")] != MAX_INST + 1]
+    codes = np.clip(pitched[:, FIELDS.index("duration")], 0, len(DUR_DEC) - 1)
+    weight = np.maximum(np.asarray(DUR_DEC, dtype=np.float64)[codes], 1.0)  # a grace note counts one step
+    out = np.bincount(pitched[:, FIELDS.index("pitch")] % PITCH_CLASSES, weights=weight, minlength=PITCH_CLASSES)
+    total = out.sum()
+    return (out / total if total > 0 else out).astype(np.float32)
 
 
 def merge_lora_files(llm, adapter_dir: Path) -> bool:
@@ -210,16 +231,45 @@ class MidiLlama(nn.Module):
         """The causal LM under any LoRA wrapper."""
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
 
-    def set_feature_stats(self, features: np.ndarray) -> None:
-        """Standardise the pooled vectors with the mean and standard deviation of these ([n, k, H])."""
+    def set_feature_stats(self, features: np.ndarray, start: int = 0) -> None:
+        """Standardise the pooled vectors with the mean and standard deviation of these ([n, k, H]); with
+        `start`, only dimensions from `start` on (the others keep theirs)."""
         f = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(-1, self.config.encoder_hidden))
-        self.feature_mean.copy_(f.mean(0))
-        self.feature_std.copy_(f.std(0).clamp_min(1e-4))
+        self.feature_mean[start:].copy_(f[:, start:].mean(0))
+        self.feature_std[start:].copy_(f[:, start:].std(0).clamp_min(1e-4))
 
     def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
-        """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays."""
-        return pool_notes(self.encoder, notes, self.config.k, self.config.max_windows, self.config.window_notes,
-                          batch_size, self.config.pool_layers, self.config.pool_fields)
+        """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays (with `pitch_classes`, each
+        vector ends with the item's pitch-class profile)."""
+        pooled = pool_notes(self.encoder, notes, self.config.k, self.config.max_windows, self.config.window_notes,
+                            batch_size, self.config.pool_layers, self.config.pool_fields)
+        if not self.config.pitch_classes:
+            return pooled
+        pcp = torch.from_numpy(np.stack([pitch_class_profile(n) for n in notes])).to(pooled)
+        return torch.cat([pooled, pcp[:, None, :].expand(-1, pooled.shape[1], -1)], dim=-1)
+
+    def add_pitch_classes(self) -> int:
+        """Widen a model trained without `pitch_classes` to read them: the projector's first layer gets 12
+        input columns at zero (it answers exactly as before until trained) and the standardisation 12 neutral
+        entries (set them with `set_feature_stats(features, start)`). Returns that start: the old width."""
+        if self.config.pitch_classes:
+            raise ValueError("the model already reads pitch classes")
+        first = self.projector if isinstance(self.projector, nn.Linear) else self.projector[0]
+        width = first.in_features
+        wider = nn.Linear(width + PITCH_CLASSES, first.out_features).to(first.weight)
+        with torch.no_grad():
+            wider.weight.zero_()
+            wider.weight[:, :width].copy_(first.weight)
+            wider.bias.copy_(first.bias)
+        if isinstance(self.projector, nn.Linear):
+            self.projector = wider
+        else:
+            self.projector[0] = wider
+        self.feature_mean = torch.cat([self.feature_mean, self.feature_mean.new_zeros(PITCH_CLASSES)])
+        self.feature_std = torch.cat([self.feature_std, self.feature_std.new_ones(PITCH_CLASSES)])
+        self.config.encoder_hidden = width + PITCH_CLASSES
+        self.config.pitch_classes = True
+        return width
 
     def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05, targets: Sequence[str] | None = None):
         """Wrap the LM with a trainable LoRA adapter (the base stays frozen)."""

@@ -76,6 +76,11 @@ class UnderstandConfig:
     p_caption: float = 0.2  # stage 2: share of caption instructions
     min_caption_words: int = 0  # stage 2: draw only captions at least this long (the dataset's medium and long
     # captions are 2-10 sentences, its short ones one: 25 teaches the 2-4 sentence captions issue 15 asks for)
+    caption_style: str = "dataset"  # stage 2 captions: "dataset" (the row's own, varied) or "facts" (one fixed
+    # 2-3 sentence wording of the row's genre, instruments, key, meter, tempo, texture, dynamics and style:
+    # annotate.captions.fact_caption; transposed copies get it too, with the key moved)
+    pitch_classes: bool = False  # the projector also reads the notes' pitch-class profile (12 values); a stage-2
+    # --init without it is widened (models.midi_llama.MidiLlama.add_pitch_classes)
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
     transpose: int = 0  # stage 2: also train on copies shifted by -T+1..T semitones (0: off)
     p_transpose: float = 0.75  # stage 2: share of examples that use a transposed copy
@@ -103,6 +108,9 @@ class UnderstandConfig:
 # --- rows ------------------------------------------------------------------------------------------
 
 _COLUMNS = ("unit", "path", "clip_start", "clip_end", "captions", "qa", "split")
+# the analysis fields `fact_caption` states (read where the dataset has them)
+_FACT_COLUMNS = ("key", "mode", "time_signature", "bpm", "tempo_word_simple", "instrument_words", "instruments",
+                 "has_drums", "texture", "dynamics", "genre", "tune_type", "style_detail")
 
 
 def load_train_rows(dataset_dir: str | Path, max_rows: int | None = None, seed: int = 0,
@@ -113,7 +121,8 @@ def load_train_rows(dataset_dir: str | Path, max_rows: int | None = None, seed: 
     path = Path(dataset_dir) / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"no {split} split in {dataset_dir} ({path} missing)")
-    rows = pq.read_table(path, columns=list(_COLUMNS)).to_pylist()
+    present = set(pq.read_schema(path).names)
+    rows = pq.read_table(path, columns=list(_COLUMNS) + [c for c in _FACT_COLUMNS if c in present]).to_pylist()
     for r in rows:
         if r.get("split") != split:
             raise ValueError(f"row {r.get('path')} of split {r.get('split')} found in {path}")
@@ -146,6 +155,13 @@ def transposed_turns(row: dict, rng: random.Random, n: int, semitones: int, fact
             for q in _draw_distinct(safe, weights, n, rng)]
 
 
+def transposed_row(row: dict, semitones: int) -> dict:
+    """The row's analysis fields as they are for its copy shifted by `semitones` (the key moves; the rest stays)."""
+    from midilm.train.augment import shift_key
+
+    return {**row, "key": shift_key(row.get("key"), semitones) if row.get("key") else row.get("key")}
+
+
 def transpose_shifts(t: int) -> list[int]:
     """The intervals of `transpose` T: -T+1..T without 0 (T = 6: every other tonic once)."""
     if not 0 <= t <= 6:
@@ -163,9 +179,12 @@ def _weights_hash(directory: Path) -> str:
 def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encoder_dir: Path, cache_dir: Path,
                  batch_size: int = 16, semitones: int = 0) -> np.ndarray:
     """Pooled frozen-encoder vectors [rows, k, H] (zeros where a row has no notes) of the rows' notes,
-    transposed by `semitones`, cached on disk."""
+    transposed by `semitones`, cached on disk. The encoder's part is cached without the pitch-class profile
+    (`pitch_classes`), which is appended here (cheap), so models with and without it share the cache."""
     import torch
     from tqdm.auto import tqdm
+
+    from midilm.models.midi_llama import PITCH_CLASSES, pitch_class_profile, pool_notes
 
     c = model.config
     ident = [(r["path"], r["unit"], r.get("clip_start"), r.get("clip_end")) for r in rows]
@@ -174,22 +193,33 @@ def row_features(model, rows: list[dict], notes: list[np.ndarray | None], encode
         parts.append("fields")
     key = cache_key(*parts, semitones) if semitones else cache_key(*parts)
     cache = cache_dir / f"features-{key}.npy"
-    if cache.is_file():
-        return np.load(cache, allow_pickle=False)
-    out = np.zeros((len(rows), c.k, c.encoder_hidden), dtype=np.float32)
     have = [i for i, n in enumerate(notes) if n is not None]
-    chunk = 256
-    desc = f"encoder features ({semitones:+d} semitones)" if semitones else "encoder features"
-    with torch.inference_mode():
-        for s in tqdm(range(0, len(have), chunk), desc=desc, unit="chunk"):
-            idx = have[s : s + chunk]
-            batch = [notes[i] if not semitones else transpose_notes(notes[i], semitones) for i in idx]
-            out[idx] = model.features(batch, batch_size=batch_size).cpu().numpy()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, out)
-    tmp.replace(cache)
-    return out
+
+    def moved(i: int) -> np.ndarray:
+        return notes[i] if not semitones else transpose_notes(notes[i], semitones)
+
+    width = c.encoder_hidden - (PITCH_CLASSES if c.pitch_classes else 0)
+    if cache.is_file():
+        out = np.load(cache, allow_pickle=False)
+    else:
+        out = np.zeros((len(rows), c.k, width), dtype=np.float32)
+        chunk = 256
+        desc = f"encoder features ({semitones:+d} semitones)" if semitones else "encoder features"
+        with torch.inference_mode():
+            for s in tqdm(range(0, len(have), chunk), desc=desc, unit="chunk"):
+                idx = have[s : s + chunk]
+                out[idx] = pool_notes(model.encoder, [moved(i) for i in idx], c.k, c.max_windows, c.window_notes,
+                                      batch_size, c.pool_layers, c.pool_fields).cpu().numpy()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(cache)
+    if not c.pitch_classes:
+        return out
+    pcp = np.zeros((len(rows), c.k, PITCH_CLASSES), dtype=np.float32)
+    for i in have:
+        pcp[i] = pitch_class_profile(moved(i))
+    return np.concatenate([out, pcp], axis=-1)
 
 
 # --- examples --------------------------------------------------------------------------------------
@@ -203,11 +233,17 @@ def _qa(row: dict) -> list[dict]:
     return [q for q in row.get("qa") or [] if isinstance(q, dict) and q.get("question") and q.get("answer")]
 
 
-def caption_turn(row: dict, rng: random.Random, min_words: int = 0) -> tuple[str, str] | None:
+def caption_turn(row: dict, rng: random.Random, min_words: int = 0, style: str = "dataset") -> tuple[str, str] | None:
     """A caption instruction and one of the row's captions; with `min_words`, one of its captions that long
-    (all of them where none is)."""
+    (all of them where none is); with style "facts", the row's `fact_caption` instead."""
     from midilm.annotate.questions import QUESTIONS
 
+    if style == "facts":
+        from midilm.annotate.captions import fact_caption
+
+        return rng.choice(QUESTIONS["caption"]), fact_caption(row)
+    if style != "dataset":
+        raise ValueError(f"caption_style must be dataset or facts, got {style!r}")
     caps = _captions(row)
     if min_words:
         caps = [c for c in caps if len(c.split()) >= min_words] or caps
@@ -250,7 +286,8 @@ def _draw_distinct(items: list[dict], weights: list[float], n: int, rng: random.
 
 def conversation(row: dict, stage: int, rng: random.Random, cfg: UnderstandConfig) -> list[tuple[str, str]]:
     if stage == 1 or (not cfg.short_only and rng.random() < cfg.p_caption):
-        turn = caption_turn(row, rng, cfg.min_caption_words if stage == 2 else 0)
+        turn = caption_turn(row, rng, cfg.min_caption_words if stage == 2 else 0,
+                            cfg.caption_style if stage == 2 else "dataset")
         if turn:
             return [turn]
     n = rng.choice((2, 3)) if rng.random() < cfg.p_multi_turn else 1
@@ -263,6 +300,8 @@ def example_turns(row: dict, stage: int, rng: random.Random, cfg: UnderstandConf
     """The conversation of one example and the transposition (0: none) its music takes."""
     if shifts and rng.random() < cfg.p_transpose:
         shift = rng.choice(shifts)
+        if cfg.caption_style == "facts" and not cfg.short_only and rng.random() < cfg.p_caption:
+            return [caption_turn(transposed_row(row, shift), rng, style="facts")], shift
         n = rng.choice((2, 3)) if rng.random() < cfg.p_multi_turn else 1
         turns = transposed_turns(row, rng, n, shift, cfg.factual_boost, parse_boost(cfg.boost))
         if turns:
@@ -426,6 +465,8 @@ def build_model(cfg: UnderstandConfig):
         model = MidiLlama.from_pretrained(cfg.init, trainable=True, dtype=cfg.llm_dtype)
         if not hasattr(model.llm, "peft_config"):
             model.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        if cfg.pitch_classes and not model.config.pitch_classes:
+            model.add_pitch_classes()
         model.freeze_llm()
         model.projector.requires_grad_(True)
         return model, Path(model.encoder.name_or_path)
@@ -446,12 +487,21 @@ def build_model(cfg: UnderstandConfig):
     except ValueError:
         raise ValueError(f"pool_layers must be layer numbers like -1 or 0,1, or 'fields'; got {cfg.pool_layers!r}") \
             from None
-    width = encoder.config.hidden_size * (8 if fields else len(layers))
+    from midilm.models.midi_llama import PITCH_CLASSES
+
+    width = encoder.config.hidden_size * (8 if fields else len(layers)) + (PITCH_CLASSES if cfg.pitch_classes else 0)
     mcfg = MidiLlamaConfig(encoder_hidden=width, llm_hidden=llm.config.hidden_size, k=cfg.k, projector=cfg.projector,
-                           max_windows=cfg.max_windows, pool_layers=layers, pool_fields=fields)
+                           max_windows=cfg.max_windows, pool_layers=layers, pool_fields=fields,
+                           pitch_classes=cfg.pitch_classes)
     model = MidiLlama(encoder, llm, tokenizer, mcfg)
     model.freeze_llm()
     return model, Path(cfg.encoder)
+
+
+def _reads_pitch_classes(model_dir: str) -> bool:
+    from midilm.models.midi_llama import read_config
+
+    return read_config(Path(model_dir)).pitch_classes
 
 
 def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
@@ -460,7 +510,8 @@ def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
     from dataclasses import replace
 
     pool = "fields" if mcfg.pool_fields else ",".join(str(i) for i in mcfg.pool_layers)
-    return replace(cfg, k=mcfg.k, projector=mcfg.projector, max_windows=mcfg.max_windows, pool_layers=pool)
+    return replace(cfg, k=mcfg.k, projector=mcfg.projector, max_windows=mcfg.max_windows, pool_layers=pool,
+                   pitch_classes=mcfg.pitch_classes)
 
 
 def train_understand(cfg: UnderstandConfig) -> Path:
@@ -476,6 +527,7 @@ def train_understand(cfg: UnderstandConfig) -> Path:
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    widened = cfg.stage == 2 and cfg.pitch_classes and bool(cfg.init) and not _reads_pitch_classes(cfg.init)
     model, encoder_dir = build_model(cfg)
     cfg = model_settings(cfg, model.config)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -490,6 +542,10 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     rows, features = [rows[i] for i in keep], features[keep]
     if cfg.stage == 1:
         model.set_feature_stats(features)
+    elif widened:  # the new pitch-class inputs get their standardisation from the training rows
+        from midilm.models.midi_llama import PITCH_CLASSES
+
+        model.set_feature_stats(features, start=model.config.encoder_hidden - PITCH_CLASSES)
     name = f"stage{cfg.stage}"
     data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage, shifted)
     trainer = trainer_class()(model=model, args=training_args(cfg, out, name), train_dataset=data,

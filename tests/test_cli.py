@@ -171,3 +171,19 @@ def test_describe_from_the_analysis_of_a_bad_file_is_one_line():
     bad = shared_path("fixtures", "MIDIs_corrupted", "ValueError_Control168.mid")
     r = run("describe", str(bad), "--model", "analysis")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "ValueError_Control168" in r.stderr
+
+
+def test_train_understand_flags_reach_the_config():
+    """Every UnderstandConfig field the recipe documents is settable from the CLI (the command copies the
+    namespace's fields into the config, so a missing flag silently trains with the default)."""
+    from dataclasses import fields
+
+    from midilm.cli import build_parser
+    from midilm.train.understand import UnderstandConfig
+
+    args = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2",
+                                      "--caption-style", "facts", "--pitch-classes"])
+    values = {f.name: getattr(args, f.name) for f in fields(UnderstandConfig) if hasattr(args, f.name)}
+    assert values["caption_style"] == "facts" and values["pitch_classes"] is True
+    plain = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2"])
+    assert plain.caption_style == "dataset" and plain.pitch_classes is False

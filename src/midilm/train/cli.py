@@ -116,6 +116,12 @@ def register_understand(tsub) -> None:
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=getattr(d, name))
     q.add_argument("--short-only", dest="short_only", action="store_true",
                    help="stage 2: short factual answers only (no captions, no long answers)")
+    q.add_argument("--caption-style", dest="caption_style", choices=("dataset", "facts"), default=d.caption_style,
+                   help="stage 2 captions: the row's own (varied wording) or one fixed 2-3 sentence caption of its "
+                        "facts (genre, instruments, key, meter, tempo, texture, dynamics)")
+    q.add_argument("--pitch-classes", dest="pitch_classes", action="store_true",
+                   help="the projector also reads the notes' duration-weighted pitch-class profile (a stage-2 "
+                        "--init without it is widened)")
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_understand)

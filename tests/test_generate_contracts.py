@@ -148,3 +148,18 @@ def test_only_midilm_lines_reach_the_user(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith(("midilm:", "wrote ")) for line in lines), lines
+
+
+def test_tempo_words_read_as_the_captions_mean_them():
+    """"fast" and "slow" are read at the tempo the training captions use them for: the caption writer calls
+    120-160 bpm "Fast" and < 80 "Slow", and on the training split 1,180 of 1,313 "Fast" pieces sit in the
+    110-140 tempo bin and most "Slow" ones in 60-70. Reading "fast" as 140 put the beat grid in the next bin
+    (140-160) for the typical fast reel at 120-128 bpm."""
+    from midilm.annotate.captions import tempo_simple
+    from midilm.evaluate.metrics import tempo_bin
+    from midilm.generate.pipeline import read_prompt
+
+    fast = read_prompt("A fast reel for fiddle.").bpm
+    slow = read_prompt("A slow piano ballad.").bpm
+    assert tempo_simple({"bpm": fast}) == "Fast" and tempo_bin(fast) == tempo_bin(124)
+    assert tempo_simple({"bpm": slow}) == "Slow" and tempo_bin(slow) == tempo_bin(65)

@@ -47,8 +47,10 @@ from midilm.music.gm import DRUMS, plain_name, program_from_word, program_name
 # a representative bpm for each tempo word a prompt may use (the middle of its Italian bin)
 TEMPO_WORD_BPM = {
     "grave": 35, "largo": 50, "lento": 50, "adagio": 65, "andante": 80, "moderato": 100, "allegretto": 110,
-    "allegro": 125, "vivace": 150, "presto": 185, "prestissimo": 220, "slow": 70, "moderate": 100,
-    "medium tempo": 100, "fast": 140, "very fast": 175, "upbeat": 125, "laid-back": 85,
+    "allegro": 125, "vivace": 150, "presto": 185, "prestissimo": 220, "slow": 65, "moderate": 100,
+    "medium tempo": 100, "fast": 130, "very fast": 175, "upbeat": 125, "laid-back": 85,
+    # "slow" and "fast" sit where the captions put them: annotate/captions.tempo_simple writes "fast" for
+    # 120-160 bpm and "slow" below 80, and most training pieces so described play at 110-140 and 60-70 bpm
     # the glosses the dataset's captions use (annotate/captions.py)
     "moderately paced": 100, "walking-pace": 80, "very slow": 50, "lively": 150, "extremely fast": 220,
 }  # fmt: skip

@@ -22,7 +22,9 @@ same ids: its logits for the same block are in `row.uncond_logits` when the proc
 (classifier-free guidance; see `guidance`).
 
 vLLM runs its own loop: `run_rows` hands it the rows as requests, and its logits processor applies the
-same `MusicSequence` rules (`backends/vllm.py`); processors and unconditioned prompts are not available there.
+same `MusicSequence` rules (`backends/vllm.py`). Steering crosses to its workers as settings (each row's
+processor carries its `SteeringConfig`) and is rebuilt there; any other processor, and classifier-free guidance
+(an unconditioned row), is refused with an error rather than dropped.
 """
 
 from __future__ import annotations

@@ -187,3 +187,12 @@ def test_train_understand_flags_reach_the_config():
     assert values["caption_style"] == "facts" and values["pitch_classes"] is True
     plain = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2"])
     assert plain.caption_style == "dataset" and plain.pitch_classes is False
+
+
+def test_generate_refuses_guidance_on_vllm_before_loading(tmp_path):
+    """vLLM's logits processors see no unconditioned branch, so --cfg cannot run there: one line, exit 1,
+    no file, and no model load first (this machine has no vLLM; the refusal comes before the import)."""
+    out = tmp_path / "x.mid"
+    r = run("generate", "A jig.", "-o", str(out), "--backend", "vllm", "--cfg", "2")
+    assert r.returncode == 1 and "--cfg" in r.stderr and "vllm" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()

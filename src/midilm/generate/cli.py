@@ -27,6 +27,9 @@ def load_for_args(args):
         options = {"gguf": gguf, "gguf_type": args.gguf_type, "threads": args.threads}
     elif gguf:
         raise CliError("--gguf is for --backend llamacpp")
+    if backend == "vllm" and getattr(args, "cfg", None) not in (None, 1.0):
+        # said before a GPU model loads for minutes, not after
+        raise CliError("--cfg (classifier-free guidance) is not available with --backend vllm")
     try:
         return load_model(args.model, backend=backend, device=device, **options)
     except ImportError as e:  # an optional backend that is not installed: say how to get it

@@ -20,12 +20,17 @@ PITCH_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 _PC = {n: i for i, n in enumerate(PITCH_NAMES)} | {"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11,
                                                     "E#": 5, "Fb": 4, "B#": 0}
 
-# sounds that can take each role (GM programs); a reassignment draws from the role's pool
+# sounds that can take each role (GM programs); a reassignment draws from the role's pool. The pools also
+# hold the 23 programs that play no note in the training data (UNPLAYED_PROGRAMS): only a reassignment
+# trains their note rows, so a prompt naming a fiddle or an accordion does not sample untrained rows.
+UNPLAYED_PROGRAMS = (9, 12, 15, 20, 21, 22, 59, 69, 82, 83, 94, 101, 106, 108, 109, 110, 111, 112, 115, 117, 121,
+                     124, 125)  # fmt: skip
 ROLE_POOLS = {
-    "melody": [0, 4, 11, 24, 26, 40, 56, 64, 65, 66, 68, 71, 73, 74, 80, 81, 105],
+    "melody": [0, 4, 11, 24, 26, 40, 56, 64, 65, 66, 68, 71, 73, 74, 80, 81, 105,
+               9, 12, 22, 59, 69, 82, 83, 106, 108, 109, 110, 111, 112, 121, 124, 125],
     "bass": [32, 33, 34, 35, 38, 42, 43, 58, 70],
-    "accompaniment": [0, 1, 4, 5, 6, 16, 19, 24, 25, 27, 46, 48, 49, 52, 61, 88, 89],
-}
+    "accompaniment": [0, 1, 4, 5, 6, 16, 19, 24, 25, 27, 46, 48, 49, 52, 61, 88, 89, 15, 20, 21, 94, 101, 115, 117],
+}  # fmt: skip
 
 
 def _triplets(events) -> np.ndarray:

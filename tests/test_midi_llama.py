@@ -284,8 +284,12 @@ def test_widening_for_pitch_classes_keeps_the_answers_then_reads_them_and_round_
         assert torch.allclose(wide[0, 1, 32:], torch.from_numpy(pitch_class_profile(notes[0])))  # every vector
         with torch.no_grad():  # new input columns start at zero: the same answers (float sums: a tolerance)
             assert torch.allclose(m(midi_features=wide, **b).logits, before, atol=1e-5)
-        m.set_feature_stats(wide.numpy(), start=32)
+        m.set_feature_stats(wide.numpy(), start=32, gain=4.0)
         assert torch.equal(m.feature_mean[:32], torch.zeros(32)) and m.feature_mean[32:].abs().sum() > 0
+        assert torch.equal(m.feature_std[:32], torch.ones(32))
+        spread = ((wide.reshape(-1, 44) - m.feature_mean) / m.feature_std)[:, 32:].std(0)
+        moving = wide.reshape(-1, 44)[:, 32:].std(0) > 1e-3  # pitch classes the two pieces differ in
+        assert torch.allclose(spread[moving], torch.full_like(spread[moving], 4.0), rtol=1e-3)
         with pytest.raises(ValueError, match="already"):
             m.add_pitch_classes()
         first = m.projector if projector == "linear" else m.projector[0]

@@ -55,6 +55,7 @@ def test_stages_reference_the_base_and_load_for_answers(tmp_path):
     # captions; the encoder's features come from the cache the first runs wrote (none computed again)
     cached = set((tmp_path / "cache").glob("features-*.npy"))
     s3 = train_understand(UnderstandConfig(output=str(tmp_path / "s3"), stage=2, init=str(s2), pitch_classes=True,
+                                           pitch_class_gain=8.0,
                                            caption_style="facts", p_caption=0.5, **common))
     assert set((tmp_path / "cache").glob("features-*.npy")) == cached
     manifest = json.loads((s3 / "midilm.json").read_text())

@@ -231,12 +231,14 @@ class MidiLlama(nn.Module):
         """The causal LM under any LoRA wrapper."""
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
 
-    def set_feature_stats(self, features: np.ndarray, start: int = 0) -> None:
+    def set_feature_stats(self, features: np.ndarray, start: int = 0, gain: float = 1.0) -> None:
         """Standardise the pooled vectors with the mean and standard deviation of these ([n, k, H]); with
-        `start`, only dimensions from `start` on (the others keep theirs)."""
+        `start`, only dimensions from `start` on (the others keep theirs); with `gain`, those dimensions come
+        out with that standard deviation instead of 1 (under Adam, as if their projector columns had a
+        learning rate `gain` times the rest: for inputs added to a trained projector at zero)."""
         f = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(-1, self.config.encoder_hidden))
         self.feature_mean[start:].copy_(f[:, start:].mean(0))
-        self.feature_std[start:].copy_(f[:, start:].std(0).clamp_min(1e-4))
+        self.feature_std[start:].copy_(f[:, start:].std(0).clamp_min(1e-4) / gain)
 
     def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
         """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays (with `pitch_classes`, each

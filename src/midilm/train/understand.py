@@ -81,6 +81,8 @@ class UnderstandConfig:
     # annotate.captions.fact_caption; transposed copies get it too, with the key moved)
     pitch_classes: bool = False  # the projector also reads the notes' pitch-class profile (12 values); a stage-2
     # --init without it is widened (models.midi_llama.MidiLlama.add_pitch_classes)
+    pitch_class_gain: float = 1.0  # the profile's standard deviation after standardisation (>1: its new, zero-
+    # initialised projector columns learn that many times faster under Adam than the trained ones)
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
     transpose: int = 0  # stage 2: also train on copies shifted by -T+1..T semitones (0: off)
     p_transpose: float = 0.75  # stage 2: share of examples that use a transposed copy
@@ -542,10 +544,10 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     rows, features = [rows[i] for i in keep], features[keep]
     if cfg.stage == 1:
         model.set_feature_stats(features)
-    elif widened:  # the new pitch-class inputs get their standardisation from the training rows
+    if (cfg.stage == 1 and cfg.pitch_classes) or widened:  # the pitch-class inputs' standardisation (and gain)
         from midilm.models.midi_llama import PITCH_CLASSES
 
-        model.set_feature_stats(features, start=model.config.encoder_hidden - PITCH_CLASSES)
+        model.set_feature_stats(features, start=model.config.encoder_hidden - PITCH_CLASSES, gain=cfg.pitch_class_gain)
     name = f"stage{cfg.stage}"
     data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage, shifted)
     trainer = trainer_class()(model=model, args=training_args(cfg, out, name), train_dataset=data,

@@ -101,6 +101,49 @@ def test_grid_bias_prefers_beats_then_subdivisions():
     assert shifted[0] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_grid_in_compound_meter_pulses_on_dotted_quarters_and_subdivides_in_eighths():
+    # 6/8 at 100 bpm (quarter notes, as MIDI and the captions count): a dotted quarter is 90 ticks, an eighth 30,
+    # a sixteenth 15. Before, the grid took the eighth for the beat: every eighth weighed the same and its
+    # subdivisions were 32nds (7.5 ticks).
+    config = SteeringConfig(bpm=100, meter=(6, 8), grid_strength=2.0)
+    assert config.grid_levels == ((1.5, 1.0), (0.5, 0.9), (0.25, 0.8))
+    bias = grid_bias(np.array([180, 90, 30, 60, 105, 38]), last_onset=0, config=config)
+    assert bias[0] == pytest.approx(0.0, abs=1e-6) and bias[1] == pytest.approx(0.0, abs=1e-6)
+    assert bias[2] == pytest.approx(-0.2, abs=1e-3) and bias[3] == pytest.approx(-0.2, abs=1e-3)  # eighths
+    assert bias[4] == pytest.approx(-0.4, abs=1e-3)  # a sixteenth
+    assert bias[5] < -1.9  # a 32nd after the eighth at 30 is off the grid
+    assert SteeringConfig(meter=(3, 4)).grid_levels == ((1.0, 1.0), (0.5, 0.9), (0.25, 0.8))
+    assert SteeringConfig(meter=(7, 8)).grid_levels == ((0.5, 1.0), (0.25, 0.9))
+    assert SteeringConfig(meter=(2, 2)).grid_levels[:2] == ((2.0, 1.0), (1.0, 0.9))
+
+
+def test_gap_penalty_counts_quarter_notes_whatever_the_meter():
+    # a jig's running eighths (30 ticks at 100 bpm) are no gap; before, 6/8's "beat" was an eighth and the
+    # penalty began after a sixteenth
+    for meter in ((6, 8), (4, 4)):
+        config = SteeringConfig(bpm=100, meter=meter, gap_strength=2.0, max_gap_beats=0.5)
+        bias = gap_bias(np.array([30, 60, 120]), last_onset=0, config=config)
+        np.testing.assert_allclose(bias, [0.0, -1.0, -3.0], atol=1e-6)
+
+
+def test_grid_draws_an_off_beat_note_to_end_by_the_next_beat():
+    from midilm.generate.steering import SYNCOPATION_WEIGHT, duration_bias
+
+    config = SteeringConfig(bpm=120, grid_strength=4.0)  # a beat is 50 ticks
+    durations = np.array([10, 25, 27, 28, 60, 300])
+    # from the off-beat eighth at 125 the next beat is 150: a note may end there (and 2 ticks later: rounding)
+    np.testing.assert_allclose(duration_bias(durations, 125, config), [0, 0, 0, -2.0, -2.0, -2.0], atol=1e-6)
+    assert SYNCOPATION_WEIGHT * 4.0 == 2.0
+    assert not duration_bias(durations, 150, config).any()  # on the beat: any length
+    assert not duration_bias(durations, 151, config).any()  # a tick late is still on it
+    # in the row's logits: only the duration block moves, and only with the grid on
+    logits = np.zeros(NOTE_OFFSET - DUR_OFFSET)
+    steered = steer_logits(logits, DUR_OFFSET, 125, config)
+    assert steered[:28].max() == 0.0 and steered[28:].max() == pytest.approx(-2.0)
+    assert steer_logits(logits, DUR_OFFSET, 125, SteeringConfig(bpm=120, gap_strength=3.0)) is logits
+    np.testing.assert_allclose(block_bias(DUR_OFFSET, NOTE_OFFSET, 125, config), steered, atol=1e-6)
+
+
 def test_grid_exempts_the_current_onset_and_counts_a_flam_off_the_grid():
     config = SteeringConfig(bpm=120, grid_strength=1.5)
     bias = grid_bias(np.array([118, 119]), last_onset=118, config=config)
@@ -119,6 +162,17 @@ def test_gap_penalty_zero_below_threshold_then_grows():
     assert np.all(beyond < 0) and np.all(np.diff(beyond) < 0)
     assert bias[-1] == pytest.approx(-3.0)  # 5 beats after, 3 beyond the threshold
     assert np.all(gap_bias(ticks, 500, SteeringConfig(bpm=60)) == 0.0)
+
+
+def test_slow_tempos_leave_a_whole_beat_before_the_gap_penalty():
+    from midilm.generate.steering import DEFAULT_MAX_GAP_BEATS, SLOW_BPM, default_max_gap
+
+    # filling every half beat made 65-bpm music run in even eighths, heard (and estimated) at 130 bpm
+    assert default_max_gap(65) == 1.0 and default_max_gap(SLOW_BPM - 1) == 1.0
+    assert default_max_gap(SLOW_BPM) == DEFAULT_MAX_GAP_BEATS == 0.5 and default_max_gap(None) == 0.5  # 120 bpm
+    assert derive_steering("a slow ballad", bpm=65).max_gap_beats == 1.0
+    assert derive_steering("a slow ballad", bpm=65, max_gap_beats=0.25).max_gap_beats == 0.25  # an option wins
+    assert derive_steering("a march", bpm=120).max_gap_beats == 0.5
 
 
 def test_gap_penalty_moves_mass_away_from_long_holes():
@@ -151,7 +205,9 @@ def test_key_prior_keeps_each_instruments_share():
 
 def test_block_bias_touches_only_its_slot():
     config = SteeringConfig(key=(0, "major"), key_strength=2.0, bpm=100, grid_strength=1.0, gap_strength=1.0)
-    assert block_bias(DUR_OFFSET, NOTE_OFFSET, 0, config) is None  # durations are never steered
+    # durations move only under the grid, and only for a note off the beat (from a beat: any length)
+    assert not block_bias(DUR_OFFSET, NOTE_OFFSET, 0, config).any()
+    assert block_bias(DUR_OFFSET, NOTE_OFFSET, 0, SteeringConfig(key=(0, "major"), key_strength=2.0)) is None
     assert block_bias(0, 400, 0, OFF) is None
     # unconstrained sampling: one block spanning time, duration and note ids
     full = block_bias(0, REST, 0, config)
@@ -235,6 +291,44 @@ def test_derive_steering_on_where_asked():
     off_grid = derive_steering("in C major", grid_strength=0.0, cfg_scale=1.5)
     assert not off_grid.grid_on and off_grid.key_on and off_grid.cfg_scale == 1.5 and off_grid.active
     assert derive_steering("x", meter=(6, 8)).describe()["meter"] == "6/8"
+
+
+@pytest.mark.parametrize(
+    ("text", "chords"),
+    [("A recurring chord progression of A7, D, G and D runs through it.", [(9, "7"), (2, ""), (7, ""), (2, "")]),
+     ("Harmonically, the most frequent pattern is Bbm - Gb - Db - Ab.", [(10, "m"), (6, ""), (1, ""), (8, "")]),
+     ("The harmony is built mainly on F#m7b5 and B7.", [(6, "m7b5"), (11, "7")]),
+     ("The chords Cm(maj7), G repeat 3 times.", [(0, "m(maj7)"), (7, "")]),
+     # a capital A or B alone is an article or a word, not a chord list
+     ("A piano piece. A song in B flat for a band.", []), ("A calm tune", [])],
+)
+def test_chords_in_text_reads_the_captions_chord_lists(text, chords):
+    from midilm.generate.steering import chords_in_text
+
+    assert chords_in_text(text) == chords
+
+
+def test_key_from_chords():
+    from midilm.generate.steering import key_from_chords
+
+    assert key_from_chords([(9, "7"), (2, ""), (7, ""), (2, "")]) == (2, "major")  # A7 D G D: only D major holds A7
+    assert key_from_chords([(9, "m"), (7, ""), (9, "m"), (7, "")]) == (9, "minor")  # Am G: the tonic chord first
+    assert key_from_chords([(3, "m"), (8, "m"), (1, "m")]) == (8, "minor")  # Ebm Abm C#m
+    assert key_from_chords([(4, "7"), (9, "m")]) == (9, "minor")  # E7 Am: the leading tone G# is minor's
+    assert key_from_chords([(0, "")]) is None
+
+
+def test_derive_steering_guesses_the_key_from_listed_chords_only_when_none_is_named():
+    prompt = "A folk tune. The main chord progression is G, D, A7 and D."
+    guessed = derive_steering(prompt)
+    assert guessed.key == (2, "major") and guessed.key_on and guessed.key_source == "chords"
+    assert guessed.describe()["key_source"] == "chords"
+    named = derive_steering("A folk tune in G major. The main chord progression is G, D, A7 and D.")
+    assert named.key == (7, "major") and named.key_source == "prompt"
+    forced = derive_steering(prompt, key="E minor")
+    assert forced.key == (4, "minor") and forced.key_source == "option"
+    assert not derive_steering(prompt, steer=False).key_on
+    assert derive_steering("a rock song with drums").key_source is None
 
 
 @pytest.mark.parametrize("kw", [{"key_strength": -1.0}, {"cfg_scale": 50.0}, {"max_gap_beats": 0.0},

@@ -140,3 +140,15 @@ def test_fact_captions_of_transposed_copies_state_the_moved_key(tune):
     for i in range(10):
         turns, shift = example_turns(row, 2, random.Random(i), plain, transpose_shifts(6))
         assert all(a != fact_caption(row) for _, a in turns)
+
+
+def test_loss_segments_put_continued_runs_after_each_other():
+    from midilm.train.understand import loss_segments
+
+    history = [{"stage": "stage1", "step": 10, "loss": 3.0}, {"stage": "stage1", "step": 20, "loss": 2.0},
+               {"stage": "stage2", "step": 10, "loss": 1.5}, {"stage": "stage2", "step": 20, "loss": 1.2},
+               {"stage": "stage2", "step": 20, "train_loss": 1.3},  # the summary line has no loss
+               {"stage": "stage2", "step": 10, "loss": 1.1}, {"stage": "stage2", "step": 20, "loss": 1.0}]
+    segs = loss_segments(history)
+    assert [s[0] for s in segs] == ["stage1", "stage2", "stage2 (2)"]
+    assert segs[1][1] == [30.0, 40.0] and segs[2][1] == [50.0, 60.0] and segs[2][2] == [1.1, 1.0]

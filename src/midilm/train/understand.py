@@ -569,6 +569,28 @@ def finish_run(cfg: UnderstandConfig, out: Path, history: list[dict], title: str
     plot_losses(history, out / "loss.png", title)
 
 
+def loss_segments(history: list[dict]) -> list[tuple[str, list[float], list[float]]]:
+    """The training runs in a loss history, one after another on one x axis: [(label, steps, losses)]. A run
+    starts where the stage changes or its step count starts again (stage 2 continued from an earlier stage 2);
+    repeated stages are numbered ("stage2", "stage2 (2)")."""
+    segments: list[tuple[str, list[float], list[float]]] = []
+    seen: dict[str, int] = {}
+    offset, last_stage, last_step = 0.0, None, None
+    for h in history:
+        if "loss" not in h or "step" not in h:
+            continue
+        stage, step = h.get("stage", "?"), float(h["step"])
+        if stage != last_stage or (last_step is not None and step < last_step):
+            if segments:
+                offset = segments[-1][1][-1]
+            seen[stage] = seen.get(stage, 0) + 1
+            segments.append((stage if seen[stage] == 1 else f"{stage} ({seen[stage]})", [], []))
+        segments[-1][1].append(offset + step)
+        segments[-1][2].append(float(h["loss"]))
+        last_stage, last_step = stage, step
+    return segments
+
+
 def plot_losses(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -576,17 +598,12 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    offset = 0
-    for stage in dict.fromkeys(h["stage"] for h in history):
-        pts = [(h["step"], h["loss"]) for h in history if h["stage"] == stage and "loss" in h]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot([x + offset for x in xs], ys, label=stage)
-            offset += max(xs)
-    ax.set_xlabel("step (stages one after another)")
+    for label, xs, ys in loss_segments(history):
+        ax.plot(xs, ys, label=label)
+    ax.set_xlabel("step (runs one after another)")
     ax.set_ylabel("training loss (nats per answer token)")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -291,7 +291,7 @@ def evaluate_candidate(model_dir: str | Path, out_dir: str | Path, data: str = D
     """The project's evaluation on `limit` seeded rows of `split` (short questions of `types`, one caption per
     row, no BERTScore), plus load time and single-answer latency in CPU and wall seconds."""
     from midilm.annotate.dataset import load_rows
-    from midilm.evaluate.understanding import evaluate_understanding, row_piece, select_rows
+    from midilm.evaluate.understanding import evaluate_understanding, load_answerer, row_piece, select_rows
     from midilm.understand import load_understanding_model
 
     out = Path(out_dir)
@@ -299,9 +299,13 @@ def evaluate_candidate(model_dir: str | Path, out_dir: str | Path, data: str = D
     for r in rows:
         r["qa"] = [q for q in r.get("qa") or [] if q.get("style") == "short"]
     t, c = time.time(), cpu_seconds()
-    model = load_understanding_model(model_dir, device="cpu", dtype="fp32")
+    if str(model_dir) == "prior":  # the blind floor: each type's most common training answer
+        model = answerer = load_answerer("prior", data)
+        latency_pieces = 0
+    else:
+        model = load_understanding_model(model_dir, device="cpu", dtype="fp32")
+        answerer = CappedAnswerer(model)
     load = {"load_wall_s": round(time.time() - t, 2), "load_cpu_s": round(cpu_seconds() - c, 2)}
-    answerer = CappedAnswerer(model)
     t, c = time.time(), cpu_seconds()
     report = evaluate_understanding(answerer, rows, out, skip_metrics=("bertscore",), progress=False, types=types)
     gen_cpu = cpu_seconds() - c
@@ -320,10 +324,11 @@ def evaluate_candidate(model_dir: str | Path, out_dir: str | Path, data: str = D
         "caption_precision": facts.get("precision"), "facts_per_caption": facts.get("facts_per_caption"),
         "words_per_caption": facts.get("words_mean"), "caption_bleu4": s["captioning"]["bleu4"],
         "caption_rouge_l": s["captioning"]["rouge_l"], "eval_wall_s": round(time.time() - t, 1),
-        "eval_cpu_s": round(gen_cpu, 1), "generated_tokens": answerer.tokens,
-        "generated_tokens_per_cpu_s": round(answerer.tokens / max(gen_cpu, 1e-9), 1),
-        "answer_cpu_s": round(sum(x["cpu_s"] for x in latency) / max(len(latency), 1), 2),
-        "answer_wall_s": round(sum(x["wall_s"] for x in latency) / max(len(latency), 1), 2),
+        "eval_cpu_s": round(gen_cpu, 1), "generated_tokens": getattr(answerer, "tokens", None),
+        "generated_tokens_per_cpu_s": round(answerer.tokens / max(gen_cpu, 1e-9), 1) if hasattr(answerer, "tokens")
+        else None,
+        "answer_cpu_s": round(sum(x["cpu_s"] for x in latency) / len(latency), 2) if latency else None,
+        "answer_wall_s": round(sum(x["wall_s"] for x in latency) / len(latency), 2) if latency else None,
         "latency_answers": [x["answer"] for x in latency], **load,
     }
     (out.parent / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -342,20 +347,24 @@ def _pct(x) -> str:
 
 
 def table_rows(runs: list[dict]) -> list[list[str]]:
-    """One row of COLUMNS per candidate ({"name", "train": train.json, "eval": eval.json or None})."""
+    """One row of COLUMNS per candidate ({"name", "train": train.json or None, "eval": eval.json or None}); a
+    reference that was not trained here (the shipped model, the prior) leaves the training columns empty."""
     out = []
     for run in runs:
-        tr, ev = run["train"], run.get("eval") or {}
-        curve = tr.get("curve") or []
+        tr, ev = run.get("train"), run.get("eval") or {}
+        curve = (tr or {}).get("curve") or []
         acc = ev.get("accuracy", {})
-        tokens = tr["stage1"].get("tokens", 0) + tr["stage2"].get("tokens", 0)
-        row = [run["name"], f"{tr['stage1']['steps']} + {tr['stage2']['steps']}", f"{tr['charged_cpu_s']:.0f}",
-               f"{tokens / max(tr['charged_cpu_s'], 1e-9):.0f}", f"{curve[-1][1]:.3f}" if curve else "",
+        trained = ["", "", ""]
+        if tr:
+            tokens = tr["stage1"].get("tokens", 0) + tr["stage2"].get("tokens", 0)
+            trained = [f"{tr['stage1']['steps']} + {tr['stage2']['steps']}", f"{tr['charged_cpu_s']:.0f}",
+                       f"{tokens / max(tr['charged_cpu_s'], 1e-9):.0f}"]
+        row = [run["name"], *trained, f"{curve[-1][1]:.3f}" if curve else "",
                _pct(ev.get("factual_accuracy")), *(_pct(acc.get(t)) for t in EVAL_TYPES),
                "" if ev.get("caption_precision") is None else f"{ev['caption_precision']:.3f}",
                "" if not ev else f"{ev['facts_per_caption']:.1f}", "" if not ev else f"{ev['words_per_caption']:.1f}",
-               str(ev.get("generated_tokens_per_cpu_s", "")), str(ev.get("answer_cpu_s", "")),
-               str(ev.get("answer_wall_s", "")), str(ev.get("load_cpu_s", ""))]
+               *("" if ev.get(k) is None else str(ev[k]) for k in ("generated_tokens_per_cpu_s", "answer_cpu_s",
+                                                                   "answer_wall_s", "load_cpu_s"))]
         out.append(row)
     return out
 
@@ -369,8 +378,8 @@ def markdown_table(runs: list[dict]) -> str:
 def load_runs(out: Path, names: list[str]) -> list[dict]:
     runs = []
     for name in names:
-        ev = out / name / "eval.json"
-        runs.append({"name": name, "train": json.loads((out / name / "train.json").read_text()),
+        ev, tr = out / name / "eval.json", out / name / "train.json"
+        runs.append({"name": name, "train": json.loads(tr.read_text()) if tr.is_file() else None,
                      "eval": json.loads(ev.read_text()) if ev.is_file() else None})
     return runs
 
@@ -382,11 +391,11 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for run in runs:
+    for run in (r for r in runs if r.get("train")):
         curve = run["train"].get("curve") or []
         if curve:
             xs, ys = zip(*curve)
-            ax.plot(xs, ys, marker="o", label=f"{run['name']} ({run['train']['llm'].split('/')[-1]})")
+            ax.plot(xs, ys, marker="o", label=run["name"])
         s1 = run["train"]["stage1"]["charged_cpu_s"]
         ax.axvline(s1, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("training CPU seconds charged (stage 1, then stage 2; dotted: end of stage 1)")
@@ -425,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--limit", type=int, default=40)
+    e.add_argument("--model", default=None, help="evaluate this model folder (or 'prior') as NAME, not OUT/NAME/s2")
     e.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report", help="the comparison table and the validation-loss plot")
     r.add_argument("--out", required=True, type=Path)
@@ -446,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size, max_len=args.max_len)
         print(json.dumps({k: info[k] for k in ("name", "charged_cpu_s", "process_cpu_s", "wall_s", "curve")}))
     else:
-        res = evaluate_candidate(args.out / args.name / "s2", args.out / args.name / "eval", args.data, args.limit)
+        res = evaluate_candidate(args.model or args.out / args.name / "s2", args.out / args.name / "eval", args.data,
+                                 args.limit)
         print(json.dumps({k: v for k, v in res.items() if k != "latency_answers"}))
     return 0
 

@@ -153,11 +153,16 @@ def test_toy_run_trains_within_budget_and_fills_the_table(cmp, toy, tmp_path):
     assert ev["rows"] == 2 and ev["questions"] > 0 and set(ev["accuracy"]) <= set(cmp.EVAL_TYPES)
     assert (out / "toy" / "eval" / "report.json").is_file() and ev["answer_cpu_s"] > 0
 
-    runs = cmp.load_runs(out, ["toy"])
+    # a reference evaluated on the same rows but not trained here (the blind prior) gets a row without training
+    prior = cmp.evaluate_candidate("prior", out / "prior" / "eval", data=str(root / "ds"), limit=2, split="train")
+    assert prior["questions"] == ev["questions"] and prior["answer_cpu_s"] is None
+
+    runs = cmp.load_runs(out, ["toy", "prior"])
     rows = cmp.table_rows(runs)
-    assert len(rows) == 1 and len(rows[0]) == len(cmp.COLUMNS) and rows[0][0] == "toy"
-    assert rows[0][5] == f"{100 * ev['factual_accuracy']:.1f}"
+    assert len(rows) == 2 and all(len(r) == len(cmp.COLUMNS) for r in rows) and rows[0][0] == "toy"
+    assert rows[0][5] == f"{100 * ev['factual_accuracy']:.1f}" and rows[0][1] and rows[0][2]
+    assert rows[1][1:5] == ["", "", "", ""] and rows[1][5] == f"{100 * prior['factual_accuracy']:.1f}"
     md = cmp.markdown_table(runs).splitlines()
-    assert len(md) == 3 and md[0].count("|") == md[2].count("|") == len(cmp.COLUMNS) + 1
+    assert len(md) == 4 and md[0].count("|") == md[2].count("|") == md[3].count("|") == len(cmp.COLUMNS) + 1
     cmp.plot_curves(runs, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0

@@ -98,6 +98,22 @@ def test_shipped_train_config_agrees_with_the_manifest():
     pool = "fields" if manifest["pool_fields"] else ",".join(str(i) for i in manifest["pool_layers"])
     assert (cfg["projector"], cfg["pool_layers"], cfg["max_windows"], cfg["k"]) == (
         manifest["projector"], pool, manifest["max_windows"], manifest["k"])
+    assert cfg.get("pitch_classes", False) == manifest.get("pitch_classes", False)
+
+
+@shipped
+def test_describe_writes_two_to_four_sentences_of_checkable_facts():
+    """Issue 15: captions of 2-4 sentences (>= 25 words) stating key, meter, tempo, instruments, texture and
+    dynamics (whether each is right is measured by `midilm eval understand`, not asserted here)."""
+    from midilm.evaluate.caption_facts import caption_facts, sentences, word_count
+
+    heldout = shared_path("pop909", "POP909", "020", "020.mid")  # song numbers divisible by 10 are held out
+    r = run("describe", str(heldout))
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.strip()
+    assert 2 <= len(sentences(text)) <= 4 and word_count(text) >= 25, text
+    stated = {t for t, _ in caption_facts(text)}
+    assert {"key", "meter", "tempo", "instruments", "texture", "dynamics"} <= stated, text
 
 
 @shipped

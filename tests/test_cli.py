@@ -182,9 +182,10 @@ def test_train_understand_flags_reach_the_config():
     from midilm.train.understand import UnderstandConfig
 
     args = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2",
-                                      "--caption-style", "facts", "--pitch-classes"])
+                                      "--caption-style", "facts", "--pitch-classes", "--pitch-class-gain", "16"])
     values = {f.name: getattr(args, f.name) for f in fields(UnderstandConfig) if hasattr(args, f.name)}
     assert values["caption_style"] == "facts" and values["pitch_classes"] is True
+    assert values["pitch_class_gain"] == 16.0
     plain = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2"])
     assert plain.caption_style == "dataset" and plain.pitch_classes is False
 

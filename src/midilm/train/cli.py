@@ -122,6 +122,9 @@ def register_understand(tsub) -> None:
     q.add_argument("--pitch-classes", dest="pitch_classes", action="store_true",
                    help="the projector also reads the notes' duration-weighted pitch-class profile (a stage-2 "
                         "--init without it is widened)")
+    q.add_argument("--pitch-class-gain", dest="pitch_class_gain", type=float, default=d.pitch_class_gain,
+                   help="the pitch-class profile's spread after standardisation (zero-initialised columns of a "
+                        "widened projector learn about that many times faster under Adam)")
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_understand)

@@ -163,3 +163,17 @@ def test_tempo_words_read_as_the_captions_mean_them():
     slow = read_prompt("A slow piano ballad.").bpm
     assert tempo_simple({"bpm": fast}) == "Fast" and tempo_bin(fast) == tempo_bin(124)
     assert tempo_simple({"bpm": slow}) == "Slow" and tempo_bin(slow) == tempo_bin(65)
+
+
+def test_beat_as_the_pulse_does_not_ask_for_drums():
+    """"beat" names drums only as a drum pattern ("a hip hop beat"); the captions' "stays squarely on the beat"
+    gave a held-out folk jig a drum part, and "90 beats per minute" did the same to a piano waltz."""
+    from midilm.generate.pipeline import read_prompt
+    from midilm.music.gm import DRUMS
+
+    for pulse in ("A jig that stays squarely on the beat.", "A waltz at 90 beats per minute for piano.",
+                  "Three beats to the bar, piano.", "Piano accents on every beat."):
+        assert DRUMS not in read_prompt(pulse).instruments, pulse
+    for pattern in ("A hip hop beat with piano.", "A beat for a rap song.", "A drum beat and bass."):
+        assert DRUMS in read_prompt(pattern).instruments, pattern
+    assert DRUMS in read_prompt("Solo piano without a beat.").excluded

@@ -190,7 +190,8 @@ def _add_steering(p) -> None:
     g.add_argument("--gap-penalty", type=_strength, default=None, metavar="S",
                    help=f"per beat of silence past --max-gap (default {st.DEFAULT_GAP_STRENGTH:g})")
     g.add_argument("--max-gap", type=_positive(float), default=None, metavar="BEATS",
-                   help=f"beats between onsets before the gap penalty starts (default {st.DEFAULT_MAX_GAP_BEATS:g})")
+                   help=f"beats between onsets before the gap penalty starts (default {st.DEFAULT_MAX_GAP_BEATS:g}, "
+                        f"{st.SLOW_MAX_GAP_BEATS:g} below {st.SLOW_BPM:g} bpm)")
     g.add_argument("--cfg", type=_cfg_scale, default=None, metavar="SCALE",
                    help=f"classifier-free guidance against the empty description (default {st.DEFAULT_CFG_SCALE:g}: "
                         "off; another scale doubles the work per token)")

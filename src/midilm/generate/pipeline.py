@@ -81,6 +81,22 @@ class PromptControls:
     time_signature: tuple[int, int] | None = None
 
 
+# "beat" names drums as a noun for a drum pattern ("a hip hop beat"), not as the pulse: "on the beat", "every
+# beat", "90 beats per minute", "three beats to the bar"
+_PULSE_BEFORE = frozenset({
+    "the", "every", "each", "per", "of", "on", "off", "down", "strong", "weak", "main", "half", "quarter", "eighth",
+    "sixteenth", "dotted", "first", "second", "third", "fourth", "last", "few", "several", "many", "some", "two",
+    "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve",
+})  # fmt: skip
+_PULSE_AFTER = frozenset({"per", "a", "an", "to", "in", "of"})
+
+
+def _beat_is_rhythm(words: list[str], i: int) -> bool:
+    before = words[i - 1] if i else ""
+    after = words[i + 1] if i + 1 < len(words) else ""
+    return before in _PULSE_BEFORE or before.isdigit() or after in _PULSE_AFTER
+
+
 def _mentions(prompt: str) -> list[tuple[int, int, int, bool]]:
     """(first word, last word, program, ruled out) of each instrument named in a prompt, longest phrase first."""
     words = [m.group(0).lower() for m in _TOKEN.finditer(prompt)]
@@ -100,6 +116,8 @@ def _mentions(prompt: str) -> list[tuple[int, int, int, bool]]:
             try:
                 program = program_from_word(phrase)
             except ValueError:
+                continue
+            if phrase in ("beat", "beats") and _beat_is_rhythm(words, i):
                 continue
             end = i + n - 1
             out.append((i, end, program, free[end]))  # "drum-free"; not "guitar free jazz"

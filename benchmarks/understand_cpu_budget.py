@@ -44,8 +44,6 @@ def main(argv: list[str]) -> dict:
             return budget[0]
 
     class Budget(TrainerCallback):
-        trainer = None
-
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.t1, self.target = cpu_seconds(), None, None
 
@@ -57,7 +55,7 @@ def main(argv: list[str]) -> dict:
             if state.global_step == 4 and self.target is None:
                 per = (cpu_seconds() - self.t1) / 3
                 self.target = max(5, int(4 + (budget[0] - used) / per))
-                schedule = getattr(self.trainer.lr_scheduler, "scheduler", self.trainer.lr_scheduler)
+                schedule = getattr(kw["lr_scheduler"], "scheduler", kw["lr_scheduler"])
                 schedule.lr_lambdas = [partial(_get_cosine_schedule_with_warmup_lr_lambda,
                                                num_warmup_steps=max(int(0.03 * self.target), 1),
                                                num_training_steps=self.target, num_cycles=0.5)
@@ -67,21 +65,8 @@ def main(argv: list[str]) -> dict:
                 control.should_training_stop = True
             info.update(steps=state.global_step, train_cpu_s=used, budget_cpu_s=budget[0])
 
-    callback = Budget()
-    plain = tu.trainer_class
-
-    def trainer_class():
-        class BudgetTrainer(plain()):
-            def __init__(self, *a, **k):
-                super().__init__(*a, **k)
-                self.add_callback(callback)
-                callback.trainer = self
-
-        return BudgetTrainer
-
-    tu.trainer_class = trainer_class
     start = time.time()
-    out = tu.train_understand(tu.UnderstandConfig(**config))
+    out = tu.train_understand(tu.UnderstandConfig(**config), callbacks=[Budget()])
     info.update(wall_s=time.time() - start, cpu_total_s=cpu_seconds())
     (out / "budget.json").write_text(json.dumps(info, indent=1) + "\n")
     return info

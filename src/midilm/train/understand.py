@@ -516,8 +516,9 @@ def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
                    pitch_classes=mcfg.pitch_classes)
 
 
-def train_understand(cfg: UnderstandConfig) -> Path:
-    """Run one stage and save a loadable directory at `cfg.output` (stage 0: an LLM directory)."""
+def train_understand(cfg: UnderstandConfig, callbacks=()) -> Path:
+    """Run one stage and save a loadable directory at `cfg.output` (stage 0: an LLM directory). `callbacks`:
+    extra transformers `TrainerCallback`s for stages 1-2 (a CPU budget, validation probes)."""
     if cfg.stage == 0:
         return train_text_llm(cfg)
     if cfg.stage not in (1, 2):
@@ -551,7 +552,7 @@ def train_understand(cfg: UnderstandConfig) -> Path:
     name = f"stage{cfg.stage}"
     data = ExampleSet(rows, features, model.tokenizer, model.config, cfg, cfg.stage, shifted)
     trainer = trainer_class()(model=model, args=training_args(cfg, out, name), train_dataset=data,
-                               data_collator=make_collator(model))
+                               data_collator=make_collator(model), callbacks=list(callbacks) or None)
     trainer.train(resume_from_checkpoint=resume_flag(cfg, out, name))
     history = [dict(h, stage=name) for h in trainer.state.log_history]
     before = Path(cfg.init or cfg.llm or "") / "loss_history.json"  # earlier stages' curves go first

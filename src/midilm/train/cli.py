@@ -7,6 +7,17 @@ import sys
 from dataclasses import fields
 
 
+def end_distributed() -> None:
+    """Close the process group a multi-process run (torchrun, accelerate) opened: a rank that exits with gloo's
+    threads still running aborts ("terminate called without an active exception"), failing the whole run
+    after its model was saved. The barrier lets rank 0 finish saving first."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def cmd_train_t2m(args: argparse.Namespace) -> int:
     from midilm.errors import MidilmError
     from midilm.train.t2m import T2MConfig, dry_run, train_t2m
@@ -21,6 +32,7 @@ def cmd_train_t2m(args: argparse.Namespace) -> int:
     if values.get("optim") is None:
         values.pop("optim")
     out = train_t2m(T2MConfig(**values))
+    end_distributed()  # on success only: a failed rank must not wait at the barrier for the others
     print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
     return 0
 
@@ -75,6 +87,7 @@ def cmd_train_understand(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in fields(UnderstandConfig) if hasattr(args, f.name)}
     out = train_understand(UnderstandConfig(**values))
+    end_distributed()
     print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
     return 0
 
@@ -135,6 +148,7 @@ def cmd_train_understand_baseline(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in fields(BaselineConfig) if hasattr(args, f.name)}
     out = train_baseline(BaselineConfig(**values))
+    end_distributed()
     print(f"saved the model to {out} (loss curve: {out / 'loss.png'})", file=sys.stderr)
     return 0
 

@@ -302,3 +302,59 @@ def test_widening_for_pitch_classes_keeps_the_answers_then_reads_them_and_round_
         assert again.config.pitch_classes and again.config.encoder_hidden == 44
         with torch.no_grad():
             assert torch.allclose(again(midi_features=again.features(notes), **b).logits, after, atol=1e-4)
+
+
+def test_key_evidence_moves_with_transposition_and_ignores_drums(notes):
+    from midilm.codecs.octuple import FIELDS
+    from midilm.models.midi_llama import KEY_EVIDENCE, key_evidence, roll_keys
+    from midilm.models.notes import transpose_notes
+
+    ev = key_evidence(notes[0])
+    assert ev.shape == (12, KEY_EVIDENCE * 12) and ev.dtype == np.float32 and np.isfinite(ev).all()
+    for s in (-5, 2, 7):  # the evidence for tonic t of the original is that for tonic t + s of the transposed copy
+        assert np.allclose(key_evidence(transpose_notes(notes[0], s)), np.roll(ev, s, axis=0), atol=1e-6)
+    drums = np.array(notes[0], copy=True)
+    drums[:, FIELDS.index("program")] = 128
+    assert not key_evidence(drums).any()
+    p = np.arange(24.0)
+    rolled = roll_keys(p, 3)  # each mode's tonics move up three pitch classes, the modes stay apart
+    assert rolled[3] == 0 and rolled[15] == 12 and rolled[0] == 9 and rolled[12] == 21
+
+
+def test_key_pathway_learns_keys_adds_one_prefix_slot_and_round_trips(parts, notes, tmp_path):
+    from midilm.models.midi_llama import KEY_NAMES, key_evidence, key_index
+    from midilm.models.notes import transpose_notes
+
+    assert key_index("G major") == 7 and key_index("E minor") == 16 and key_index("Db major") == 1
+    assert key_index("H major") is None and key_index("") is None and KEY_NAMES[16] == "E minor"
+    m = _model(parts, k=2).add_lora(r=4, alpha=8, dropout=0.0)
+    kp = m.add_key_pathway()
+    assert m.config.key_pathway and m.config.slots == 3
+    with pytest.raises(ValueError, match="already"):
+        m.add_key_pathway()
+    table = m.llm.get_input_embeddings().weight
+    ids = m.tokenizer(" G major", add_special_tokens=False).input_ids
+    assert torch.allclose(kp.embeddings[7], table[ids].sum(0))  # starts at the key name's own embeddings
+    # two "keys" the classifier must tell apart: the example piece in its own key (label 0) and a tritone away
+    shifts = list(range(12))
+    ev = np.stack([key_evidence(transpose_notes(n, s)) for n in notes for s in shifts])
+    labels = np.array([s for _ in notes for s in shifts])  # "C major" moved by s: tonic s
+    assert kp.fit(ev, labels, steps=300) == 1.0  # equivariant scores: one piece's transpositions all learned
+    probs = kp.probs([transpose_notes(notes[0], 5)])
+    assert probs.shape == (1, 24) and int(probs.argmax()) == 5 and torch.isclose(probs.sum(), torch.tensor(1.0))
+    feats = m.features(notes)
+    assert feats.shape == (2, 2, 32 + 24)  # the music vectors, then the key distribution
+    encs = [encode_conversation(m.tokenizer, [("What key is this piece in?", None)])] * 2
+    b = m.batch(encs, left_pad=True)
+    m.eval()
+    with torch.no_grad():
+        before = m(midi_features=feats, **b).logits
+        other = feats.clone()
+        other[..., 32:] = torch.roll(other[..., 32:], 6, dims=-1)  # another key: another prefix, other answers
+        assert not torch.allclose(m(midi_features=other, **b).logits, before, atol=1e-4)
+    m.save_pretrained(tmp_path / "kp")
+    again = MidiLlama.from_pretrained(tmp_path / "kp")
+    assert again.config.key_pathway and again.config.slots == 3
+    assert torch.equal(again.key_pathway.scorer.weight, kp.scorer.weight)
+    with torch.no_grad():  # merged LoRA vs separate: float sums differ in the last bits, hence a tolerance
+        assert torch.allclose(again(midi_features=again.features(notes), **b).logits, before, atol=1e-4)

@@ -100,6 +100,27 @@ def test_example_set_feeds_the_features_of_the_copy_it_asks_about(tune):
             turns[0][1].strip()[:8])
 
 
+def test_source_boost_draws_the_rare_sources_more_often(tune):
+    from transformers import AutoTokenizer
+
+    from midilm.models.midi_llama import MidiLlamaConfig
+    from midilm.train.understand import ExampleSet
+
+    _, row = tune
+    tok = AutoTokenizer.from_pretrained(shared_path.__globals__["REPO"] / "src" / "midilm" / "data" / "models" /
+                                        "midilm-understand-tiny" / "llm")
+    rows = [dict(row, source="folk"), dict(row, source="band")]
+    feats = np.stack([np.zeros((1, 4)), np.ones((1, 4))]).astype(np.float32)  # the feature names the row
+    plain = ExampleSet(rows, feats, tok, MidiLlamaConfig(encoder_hidden=4, llm_hidden=8),
+                       UnderstandConfig(data="", output="", short_only=True, max_len=96), 2)
+    assert [float(plain[i]["midi_features"][0, 0]) for i in range(4)] == [0, 1, 0, 1]  # as before: row i mod 2
+    boosted = ExampleSet(rows, feats, tok, MidiLlamaConfig(encoder_hidden=4, llm_hidden=8),
+                         UnderstandConfig(data="", output="", short_only=True, max_len=96, source_boost="band=3"), 2)
+    assert len(boosted) == 4 * 16
+    drawn = [float(boosted[i]["midi_features"][0, 0]) for i in range(40)]
+    assert drawn.count(1.0) == 30 and drawn.count(0.0) == 10
+
+
 def test_stage_two_caption_examples_can_keep_to_long_captions():
     from midilm.train.understand import conversation
 

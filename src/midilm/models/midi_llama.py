@@ -23,6 +23,12 @@ base LLM is referenced by its name or local path, never copied:
     encoder/                  MusicBERT (HF layout), when it was trained or has no directory to point to
 `self_contained=True` also writes `llm/` (the base LM, full weights) and `encoder/`, for a model that is
 shipped or moved; directories with `llm/` (the shipped midilm-understand-tiny) load as before.
+
+The key pathway (`key_pathway`, beyond the paper): a transposition-equivariant log-linear key classifier reads
+tonic-relative pitch-class evidence of the notes (`key_evidence`: sounding time, onsets, bass, on-beat notes,
+the opening and the close) and its 24-way distribution mixes 24 learned key embeddings (initialised from the
+LLM's own embeddings of the key names) into one more prefix embedding after the music's. Its weights are in
+projector.safetensors under `key_pathway.`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
 KIND = "midi-llama"
 CONFIG_NAME = MANIFEST
 PROJECTOR_NAME = "projector.safetensors"
+KEY_PREFIX = "key_pathway."  # the key pathway's tensors in projector.safetensors
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
@@ -69,8 +76,16 @@ class MidiLlamaConfig:
     # append the notes' duration-weighted pitch-class profile (12 values) to every pooled vector: a feature
     # of the MIDI read beside the encoder (beyond the paper; `encoder_hidden` then counts these 12 too)
     pitch_classes: bool = False
+    # one more prefix embedding: the key classifier's distribution over the 24 keys mixing 24 learned key
+    # embeddings (KeyPathway; beyond the paper)
+    key_pathway: bool = False
     clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def slots(self) -> int:
+        """Prefix embeddings in the prompt: the k music vectors and the key pathway's."""
+        return self.k + (1 if self.key_pathway else 0)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -159,6 +174,141 @@ def pitch_class_profile(notes: np.ndarray) -> np.ndarray:
     return (out / total if total > 0 else out).astype(np.float32)
 
 
+KEYS = 24  # 12 major keys (tonic C first), then 12 minor keys
+KEY_MODES = ("major", "minor")
+KEY_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+KEY_NAMES = tuple(f"{t} {m}" for m in KEY_MODES for t in KEY_TONICS)
+_TONIC_PC = {t: i for i, t in enumerate(KEY_TONICS)} | {"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11,
+                                                        "E#": 5, "Fb": 4, "B#": 0}
+KEY_EVIDENCE = 11  # pitch-class histograms in `key_evidence`
+_ROTATE = (np.arange(PITCH_CLASSES)[None, :] + np.arange(PITCH_CLASSES)[:, None]) % PITCH_CLASSES
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    total = float(v.sum())
+    return v / total if total > 0 else v.astype(np.float64)
+
+
+def key_evidence(notes: np.ndarray) -> np.ndarray:
+    """[12, 11 * 12] float32: for each candidate tonic t (row), eleven pitch-class histograms of the pitched notes
+    of OctupleMIDI field values, each rotated so that index 0 is t. The histograms weigh notes by sounding time,
+    by count, by log sounding time, as the bass (the lowest note of each onset), on the beat, and look at the
+    first and last bass notes, the last chord, the last and first eight bass notes and the last eight onsets
+    (tunes state their tonic at the close). One weight vector per mode then scores all 12 tonics alike, so a
+    transposition of the notes moves the scores with it. Zeros when there are no pitched notes."""
+    from midilm.codecs.octuple import DUR_DEC, FIELDS, MAX_INST, POS_RESOLUTION
+
+    n = np.asarray(notes, dtype=np.int64).reshape(-1, 8)
+    n = n[n[:, FIELDS.index("program")] != MAX_INST + 1]
+    if not len(n):
+        return np.zeros((PITCH_CLASSES, KEY_EVIDENCE * PITCH_CLASSES), dtype=np.float32)
+    bar, pos, pitch = n[:, FIELDS.index("bar")], n[:, FIELDS.index("position")], n[:, FIELDS.index("pitch")]
+    dur = np.maximum(np.asarray(DUR_DEC, dtype=np.float64), 1.0)[np.clip(n[:, FIELDS.index("duration")], 0,
+                                                                           len(DUR_DEC) - 1)]
+    onset = bar * 4096 + pos  # positions within a bar stay below 4096
+    order = np.lexsort((pitch, onset))  # by onset, lowest pitch first
+    pc, dur, onset, pos = pitch[order] % PITCH_CLASSES, dur[order], onset[order], pos[order]
+    first = np.r_[True, onset[1:] != onset[:-1]]  # the lowest note of each onset: its bass
+    group = np.cumsum(first) - 1
+    last = group == group[-1]
+    closing = group >= group[-1] - 7
+    bass, bass_dur = pc[first], dur[first]
+    on_beat = pos % POS_RESOLUTION == 0
+    sounding = _unit(np.bincount(pc, dur, PITCH_CLASSES))
+    hist = np.stack([
+        sounding,
+        _unit(np.bincount(pc, minlength=PITCH_CLASSES).astype(np.float64)),
+        np.log(sounding + 0.01),
+        _unit(np.bincount(bass, bass_dur, PITCH_CLASSES)),
+        _unit(np.bincount(pc[on_beat], dur[on_beat], PITCH_CLASSES)),
+        np.eye(PITCH_CLASSES)[bass[0]],
+        np.eye(PITCH_CLASSES)[bass[-1]],
+        _unit(np.bincount(pc[last], dur[last], PITCH_CLASSES)),
+        _unit(np.bincount(bass[-8:], minlength=PITCH_CLASSES).astype(np.float64)),
+        _unit(np.bincount(bass[:8], minlength=PITCH_CLASSES).astype(np.float64)),
+        _unit(np.bincount(pc[closing], dur[closing], PITCH_CLASSES)),
+    ])
+    return hist[:, _ROTATE].transpose(1, 0, 2).reshape(PITCH_CLASSES, -1).astype(np.float32)
+
+
+def roll_keys(probs: np.ndarray, semitones: int) -> np.ndarray:
+    """[..., 24] key distributions moved up by `semitones` (each mode's 12 tonics rolled)."""
+    p = np.asarray(probs).reshape(*np.shape(probs)[:-1], 2, PITCH_CLASSES)
+    return np.roll(p, semitones, axis=-1).reshape(np.shape(probs))
+
+
+class KeyPathway(nn.Module):
+    """Key classifier and key embeddings: `probs` scores the 24 keys from `key_evidence` (standardised, one
+    linear score per mode shared by all tonics), `prefix` mixes the 24 learned key embeddings by those
+    probabilities into one prefix embedding."""
+
+    def __init__(self, llm_hidden: int, n_evidence: int = KEY_EVIDENCE * PITCH_CLASSES):
+        super().__init__()
+        self.scorer = nn.Linear(n_evidence, len(KEY_MODES))
+        self.register_buffer("evidence_mean", torch.zeros(n_evidence))
+        self.register_buffer("evidence_std", torch.ones(n_evidence))
+        self.embeddings = nn.Parameter(torch.zeros(KEYS, llm_hidden))
+
+    def logits(self, evidence: torch.Tensor) -> torch.Tensor:
+        """[B, 12, F] evidence -> [B, 24] key logits (major tonics C..B, then minor)."""
+        x = (evidence.float() - self.evidence_mean) / self.evidence_std
+        return self.scorer(x).transpose(1, 2).reshape(len(x), KEYS)
+
+    @torch.no_grad()
+    def probs(self, notes: Sequence[np.ndarray]) -> torch.Tensor:
+        ev = torch.from_numpy(np.stack([key_evidence(n) for n in notes])).to(self.evidence_mean.device)
+        return self.logits(ev).softmax(-1)
+
+    def prefix(self, probs: torch.Tensor) -> torch.Tensor:
+        """[B, 24] -> [B, 1, D]."""
+        return (probs.float() @ self.embeddings)[:, None, :]
+
+    def init_embeddings(self, llm, tokenizer) -> None:
+        """Each key's embedding starts as the sum of the LLM's input embeddings of " <tonic> <mode>"'s tokens."""
+        table = llm.get_input_embeddings().weight
+        with torch.no_grad():
+            for i, name in enumerate(KEY_NAMES):
+                ids = tokenizer(" " + name, add_special_tokens=False).input_ids
+                self.embeddings[i].copy_(table[ids].float().sum(0))
+
+    def fit(self, evidence: np.ndarray, labels: np.ndarray, steps: int = 400, lr: float = 1e-2,
+            weight_decay: float = 1e-4, seed: int = 0) -> float:
+        """Train the classifier (full batch, Adam, cross-entropy) on [N, 12, F] evidence and [N] key indices;
+        sets the standardisation from the same rows. Returns the training accuracy."""
+        x = torch.as_tensor(np.asarray(evidence, dtype=np.float32))
+        y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        flat = x.reshape(-1, x.shape[-1])
+        with torch.no_grad():
+            self.evidence_mean.copy_(flat.mean(0))
+            self.evidence_std.copy_(flat.std(0).clamp_min(1e-4))
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.scorer.weight.normal_(0.0, 0.01, generator=gen)
+            self.scorer.bias.zero_()
+        trainable = [p.requires_grad for p in self.scorer.parameters()]
+        self.scorer.requires_grad_(True)
+        opt = torch.optim.Adam(self.scorer.parameters(), lr=lr, weight_decay=weight_decay)
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(self.logits(x), y)
+                loss.backward()
+                opt.step()
+        for p, flag in zip(self.scorer.parameters(), trainable):
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            return float((self.logits(x).argmax(-1) == y).float().mean())
+
+
+def key_index(name: str | None) -> int | None:
+    """"G major" -> 7, "E minor" -> 16; None for anything else (enharmonic spellings accepted)."""
+    tonic, _, mode = str(name or "").strip().partition(" ")
+    pc = _TONIC_PC.get(tonic)
+    if pc is None or mode not in KEY_MODES:
+        return None
+    return KEY_MODES.index(mode) * PITCH_CLASSES + pc
+
+
 def merge_lora_files(llm, adapter_dir: Path) -> bool:
     """Add a plain LoRA adapter (peft layout) into the LM's weights, W += alpha / r * B @ A, without
     importing peft (which costs seconds at start-up). False when the adapter uses anything else (DoRA,
@@ -208,6 +358,7 @@ class MidiLlama(nn.Module):
         # pooled states share a large common component that would otherwise swamp what tells pieces apart
         self.register_buffer("feature_mean", torch.zeros(config.encoder_hidden))
         self.register_buffer("feature_std", torch.ones(config.encoder_hidden))
+        self.key_pathway = KeyPathway(config.llm_hidden) if config.key_pathway else None
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         depth = 0 if config.pool_fields else max(config.pool_layers) if min(config.pool_layers) >= 0 else None
@@ -242,13 +393,26 @@ class MidiLlama(nn.Module):
 
     def features(self, notes: Sequence[np.ndarray], batch_size: int = 16) -> torch.Tensor:
         """Pooled frozen-encoder vectors [B, k, H_enc] of OctupleMIDI note arrays (with `pitch_classes`, each
-        vector ends with the item's pitch-class profile)."""
+        vector ends with the item's pitch-class profile; with `key_pathway`, then with the key classifier's 24
+        probabilities, which `embed` splits off again)."""
         pooled = pool_notes(self.encoder, notes, self.config.k, self.config.max_windows, self.config.window_notes,
                             batch_size, self.config.pool_layers, self.config.pool_fields)
-        if not self.config.pitch_classes:
-            return pooled
-        pcp = torch.from_numpy(np.stack([pitch_class_profile(n) for n in notes])).to(pooled)
-        return torch.cat([pooled, pcp[:, None, :].expand(-1, pooled.shape[1], -1)], dim=-1)
+        parts = [pooled]
+        if self.config.pitch_classes:
+            parts.append(torch.from_numpy(np.stack([pitch_class_profile(n) for n in notes])).to(pooled)[:, None, :])
+        if self.key_pathway is not None:
+            parts.append(self.key_pathway.probs(notes).to(pooled)[:, None, :])
+        return torch.cat([p.expand(-1, pooled.shape[1], -1) for p in parts], dim=-1)
+
+    def add_key_pathway(self) -> KeyPathway:
+        """Give the model a key pathway (one more prefix embedding); its key embeddings start as the LLM's
+        embeddings of the key names, its classifier untrained (`KeyPathway.fit`)."""
+        if self.key_pathway is not None:
+            raise ValueError("the model already has a key pathway")
+        self.key_pathway = KeyPathway(self.config.llm_hidden).to(self.device)
+        self.key_pathway.init_embeddings(self.base_llm(), self.tokenizer)
+        self.config.key_pathway = True
+        return self.key_pathway
 
     def add_pitch_classes(self) -> int:
         """Widen a model trained without `pitch_classes` to read them: the projector's first layer gets 12
@@ -292,7 +456,7 @@ class MidiLlama(nn.Module):
 
     def batch(self, encoded: Sequence[Encoded], left_pad: bool = False) -> dict[str, torch.Tensor]:
         """input_ids (pad ids in the MIDI slots), attention_mask, labels and the slots' start positions."""
-        k, pad = self.config.k, self.tokenizer.pad_token_id
+        k, pad = self.config.slots, self.tokenizer.pad_token_id
         seqs = [e.before + [pad] * k + e.after for e in encoded]
         labs = [[IGNORE] * (len(e.before) + k) + e.labels for e in encoded]
         width = max(len(s) for s in seqs)
@@ -311,8 +475,12 @@ class MidiLlama(nn.Module):
     def embed(self, input_ids: torch.Tensor, slot: torch.Tensor, midi_features: torch.Tensor) -> torch.Tensor:
         """Text embeddings with the projected MIDI vectors written over the slots."""
         emb = self.llm.get_input_embeddings()(input_ids)
-        feats = (midi_features.float() - self.feature_mean) / self.feature_std
-        prefix = self.projector(feats).to(emb.dtype)  # [B, k, D]; the small projector stays fp32
+        width = self.config.encoder_hidden
+        feats = (midi_features[..., :width].float() - self.feature_mean) / self.feature_std
+        prefix = self.projector(feats)  # [B, k, D]; the small projector stays fp32
+        if self.key_pathway is not None:
+            prefix = torch.cat([prefix, self.key_pathway.prefix(midi_features[:, 0, width : width + KEYS])], dim=1)
+        prefix = prefix.to(emb.dtype)
         k = prefix.shape[1]
         pos = slot[:, None] + torch.arange(k, device=slot.device)[None, :]
         where = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
@@ -378,6 +546,8 @@ class MidiLlama(nn.Module):
                 cfg.base_model_name_or_path = base_ref if base_ref != "llm" else None
             self.llm.save_pretrained(out / "adapter")
         proj = {**state(self.projector), "feature_mean": self.feature_mean.cpu(), "feature_std": self.feature_std.cpu()}
+        if self.key_pathway is not None:
+            proj |= {f"{KEY_PREFIX}{k}": v for k, v in state(self.key_pathway).items()}
         save_file(proj, str(out / PROJECTOR_NAME), metadata={"format": "pt"})
         write_manifest(out, KIND, **self.config.to_json(), base_llm=base_ref, encoder=encoder_ref)
         return out
@@ -426,6 +596,9 @@ class MidiLlama(nn.Module):
         with torch.no_grad():  # directories written before the standardisation existed have no statistics
             model.feature_mean.copy_(proj.pop("feature_mean", model.feature_mean))
             model.feature_std.copy_(proj.pop("feature_std", model.feature_std))
+        if model.key_pathway is not None:
+            model.key_pathway.load_state_dict({k.removeprefix(KEY_PREFIX): proj.pop(k) for k in list(proj)
+                                               if k.startswith(KEY_PREFIX)})
         model.projector.load_state_dict(proj)
         if not trainable:
             model.eval()

@@ -83,6 +83,12 @@ class UnderstandConfig:
     # --init without it is widened (models.midi_llama.MidiLlama.add_pitch_classes)
     pitch_class_gain: float = 1.0  # the profile's standard deviation after standardisation (>1: its new, zero-
     # initialised projector columns learn that many times faster under Adam than the trained ones)
+    key_pathway: bool = False  # a key classifier fitted to the train split's key labels whose 24-way distribution
+    # mixes learned key embeddings into one more prefix embedding (models.midi_llama.KeyPathway; an --init without
+    # it gets one, its classifier fitted here before the run, its key embeddings then trained with the rest)
+    key_fit_steps: int = 400  # full-batch Adam steps of that classifier's fit
+    source_boost: str = ""  # rows of these sources drawn that many times as often, e.g. "freedoom=4,openmsx=4"
+    # (whole numbers; the few band pieces and quartets among thousands of folk tunes and pop songs)
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
     transpose: int = 0  # stage 2: also train on copies shifted by -T+1..T semitones (0: off)
     p_transpose: float = 0.75  # stage 2: share of examples that use a transposed copy
@@ -112,7 +118,7 @@ class UnderstandConfig:
 _COLUMNS = ("unit", "path", "clip_start", "clip_end", "captions", "qa", "split")
 # the analysis fields `fact_caption` states (read where the dataset has them)
 _FACT_COLUMNS = ("key", "mode", "time_signature", "bpm", "tempo_word_simple", "instrument_words", "instruments",
-                 "has_drums", "texture", "dynamics", "genre", "tune_type", "style_detail")
+                 "has_drums", "texture", "dynamics", "genre", "tune_type", "style_detail", "source")
 
 
 def load_train_rows(dataset_dir: str | Path, max_rows: int | None = None, seed: int = 0,
@@ -318,19 +324,22 @@ class ExampleSet:
 
     def __init__(self, rows, features, tokenizer, model_cfg, cfg: UnderstandConfig, stage: int,
                  shifted: dict[int, np.ndarray] | None = None):
-        self.rows, self.features, self.tok, self.k, self.cfg, self.stage = rows, features, tokenizer, model_cfg.k, \
-            cfg, stage
+        self.rows, self.features, self.tok, self.k, self.cfg, self.stage = rows, features, tokenizer, \
+            model_cfg.slots, cfg, stage
         self.shifted = shifted or {}
         self.shifts = sorted(self.shifted)
+        boost = parse_boost(cfg.source_boost)
+        # row r appears `boost` times in the order (once without one: then item i is about row i mod rows)
+        self.order = [r for r, row in enumerate(rows) for _ in range(max(round(boost.get(row.get("source"), 1)), 1))]
 
     def __len__(self) -> int:
-        return len(self.rows) * 16
+        return len(self.order) * 16
 
     def __getitem__(self, i: int) -> dict:
         import torch
 
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
-        r = i % len(self.rows)
+        r = self.order[i % len(self.order)]
         turns, shift = example_turns(self.rows[r], self.stage, rng, self.cfg, self.shifts)
         features = self.shifted[shift][r] if shift else self.features[r]
         enc = encode_conversation(self.tok, turns)
@@ -469,9 +478,16 @@ def build_model(cfg: UnderstandConfig):
             model.add_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
         if cfg.pitch_classes and not model.config.pitch_classes:
             model.add_pitch_classes()
+        if cfg.key_pathway and model.key_pathway is None:
+            model.add_key_pathway()
         model.freeze_llm()
         model.projector.requires_grad_(True)
+        if model.key_pathway is not None:  # the classifier is fitted apart (fit_key_pathway); its embeddings train
+            model.key_pathway.scorer.requires_grad_(False)
+            model.key_pathway.embeddings.requires_grad_(True)
         return model, Path(model.encoder.name_or_path)
+    if cfg.key_pathway:
+        raise ValueError("key_pathway is a stage-2 option (the LLM learns to read it with LoRA)")
     if not cfg.encoder or not cfg.llm:
         raise ValueError("stage 1 needs --encoder (a MusicBERT directory) and --llm (a local causal LM directory or "
                          "gguf:PACKAGE/FILE.gguf)")
@@ -500,10 +516,14 @@ def build_model(cfg: UnderstandConfig):
     return model, Path(cfg.encoder)
 
 
-def _reads_pitch_classes(model_dir: str) -> bool:
+def read_config_of(model_dir: str):
     from midilm.models.midi_llama import read_config
 
-    return read_config(Path(model_dir)).pitch_classes
+    return read_config(Path(model_dir))
+
+
+def _reads_pitch_classes(model_dir: str) -> bool:
+    return read_config_of(model_dir).pitch_classes
 
 
 def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
@@ -513,7 +533,34 @@ def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
 
     pool = "fields" if mcfg.pool_fields else ",".join(str(i) for i in mcfg.pool_layers)
     return replace(cfg, k=mcfg.k, projector=mcfg.projector, max_windows=mcfg.max_windows, pool_layers=pool,
-                   pitch_classes=mcfg.pitch_classes)
+                   pitch_classes=mcfg.pitch_classes, key_pathway=mcfg.key_pathway)
+
+
+def fit_key_pathway(model, rows: list[dict], notes: list[np.ndarray | None], steps: int = 400, seed: int = 0) -> dict:
+    """Fit the model's key classifier to the key labels of the rows that have notes and a key (the analysis's:
+    pieces without a pitched note or a key, such as drum grooves, are left out). Returns its training accuracy
+    and row count."""
+    from midilm.models.midi_llama import key_evidence, key_index
+
+    have = [(i, key_index(rows[i].get("key"))) for i, n in enumerate(notes) if n is not None]
+    have = [(i, k) for i, k in have if k is not None]
+    if not have:
+        raise ValueError("no training row has notes and a key label to fit the key pathway to")
+    evidence = np.stack([key_evidence(notes[i]) for i, _ in have])
+    acc = model.key_pathway.fit(evidence, np.array([k for _, k in have]), steps=steps, seed=seed)
+    return {"key_fit_accuracy": round(acc, 4), "key_fit_rows": len(have)}
+
+
+def key_probabilities(model, notes: list[np.ndarray | None]) -> np.ndarray:
+    """[rows, 24] the key pathway's distributions (uniform where a row has no notes)."""
+    from midilm.models.midi_llama import KEYS
+
+    out = np.full((len(notes), KEYS), 1.0 / KEYS, dtype=np.float32)
+    have = [i for i, n in enumerate(notes) if n is not None]
+    for s in range(0, len(have), 512):
+        idx = have[s : s + 512]
+        out[idx] = model.key_pathway.probs([notes[i] for i in idx]).cpu().numpy()
+    return out
 
 
 def train_understand(cfg: UnderstandConfig, callbacks=()) -> Path:
@@ -531,6 +578,7 @@ def train_understand(cfg: UnderstandConfig, callbacks=()) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     widened = cfg.stage == 2 and cfg.pitch_classes and bool(cfg.init) and not _reads_pitch_classes(cfg.init)
+    new_key = cfg.key_pathway and not (cfg.stage == 2 and cfg.init and read_config_of(cfg.init).key_pathway)
     model, encoder_dir = build_model(cfg)
     cfg = model_settings(cfg, model.config)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -542,6 +590,18 @@ def train_understand(cfg: UnderstandConfig, callbacks=()) -> Path:
     if not keep:
         raise ValueError(f"no readable training rows in {cfg.data}")
     shifted = {s: row_features(model, rows, notes, encoder_dir, cache, semitones=s)[keep] for s in shifts}
+    key_fit = {}
+    if model.key_pathway is not None:  # the key distributions go last in each vector; a transposed copy's rolled
+        from midilm.models.midi_llama import roll_keys
+
+        if new_key:
+            key_fit = fit_key_pathway(model, rows, notes, cfg.key_fit_steps, cfg.seed)
+            (out / "key_fit.json").write_text(json.dumps(key_fit, indent=2) + "\n")
+        probs = key_probabilities(model, notes)
+        k = features.shape[1]
+        features = np.concatenate([features, np.repeat(probs[:, None, :], k, axis=1)], axis=-1)
+        shifted = {s: np.concatenate([f, np.repeat(roll_keys(probs[keep], s)[:, None, :], k, axis=1)], axis=-1)
+                   for s, f in shifted.items()}
     rows, features = [rows[i] for i in keep], features[keep]
     if cfg.stage == 1:
         model.set_feature_stats(features)

@@ -14,8 +14,12 @@ Every adapter returns a `Source`, an iterable of `SourceItem(path, source, metad
 - `groove(root)`: Groove MIDI drum performances with info.csv (style, bpm, beat or fill, meter, split).
 - `freedoom(root)`, `openmsx(root)`: General MIDI band arrangements with drums; title and composer from
   CREDITS-MUSIC / src/themes.list.
-- `openscore_quartets(root)`: string-quartet MusicXML scores, converted to MIDI with music21 on demand
-  (like the music21 corpus), composer and title from data/scores.tsv.
+- `openscore_quartets(root)`: string-quartet MusicXML scores, converted to MIDI on demand (like the music21
+  corpus), composer and title from data/scores.tsv.
+
+Scores are converted by `convert_score` / `convert_music21`: MusicXML by `midilm.music.musicxml` (about 20
+times cheaper than music21's parser and MIDI writer), other formats (Humdrum, ABC) parsed by music21 and
+written from their notes (`piece_from_music21`); repeats are played once as written.
 
 Held-out split (see shared/data/README.md), decided here and nowhere else:
 
@@ -36,7 +40,7 @@ Held-out split (see shared/data/README.md), decided here and nowhere else:
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import csv
 import hashlib
 import json
@@ -44,7 +48,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -337,6 +340,43 @@ _MUSIC21_ERAS = {
     "schoenberg": "20th century", "webern": "20th century", "liliuokalani": "Romantic",
 }
 _MUSIC21_FOLK = {"essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk", "nottingham-dataset"}
+# the composer collections of the corpus: composer, nationality, genre and the kind of piece where the whole
+# collection is one kind (`_music21_kind` refines per file)
+_MUSIC21_COMPOSERS = {
+    "bach": ("Johann Sebastian Bach", "German"), "beethoven": ("Ludwig van Beethoven", "German"),
+    "haydn": ("Joseph Haydn", "Austrian"), "mozart": ("Wolfgang Amadeus Mozart", "Austrian"),
+    "handel": ("George Frideric Handel", "German"), "chopin": ("Frédéric Chopin", "Polish"),
+    "schumann_robert": ("Robert Schumann", "German"), "schumann_clara": ("Clara Schumann", "German"),
+    "schubert": ("Franz Schubert", "Austrian"), "joplin": ("Scott Joplin", "American"),
+    "verdi": ("Giuseppe Verdi", "Italian"), "weber": ("Carl Maria von Weber", "German"),
+    "webern": ("Anton Webern", "Austrian"), "schoenberg": ("Arnold Schoenberg", "Austrian"),
+    "monteverdi": ("Claudio Monteverdi", "Italian"), "palestrina": ("Giovanni Pierluigi da Palestrina", "Italian"),
+    "corelli": ("Arcangelo Corelli", "Italian"), "cpebach": ("Carl Philipp Emanuel Bach", "German"),
+    "beach": ("Amy Beach", "American"), "johnson_j_r": ("J. Rosamond Johnson", "American"),
+    "liliuokalani": ("Liliʻuokalani", "Hawaiian"), "lusitano": ("Vicente Lusitano", "Portuguese"),
+    "ciconia": ("Johannes Ciconia", None), "josquin": ("Josquin des Prez", None), "luca": (None, None),
+    "trecento": (None, "Italian"),
+}
+MUSIC21_CLASSICAL = tuple(_MUSIC21_COMPOSERS)
+_MUSIC21_KINDS = {
+    "bach": "chorale", "haydn": "string quartet", "beethoven": "string quartet", "chopin": "mazurka",
+    "handel": "aria", "verdi": "aria", "monteverdi": "madrigal", "lusitano": "madrigal", "palestrina": "mass movement",
+    "luca": "mass movement", "joplin": "rag", "weber": "concertino", "corelli": "church sonata",
+    "cpebach": "keyboard sonata", "schubert": "art song", "schoenberg": "piano piece", "johnson_j_r": "hymn",
+    "liliuokalani": "song", "ciconia": "canon",
+}
+_MUSIC21_FILE_KINDS = (  # (corpus path prefix, kind), first match wins
+    ("bach/bwv846", "prelude"), ("mozart/k545", "piano sonata"), ("mozart/k", "string quartet"),
+    ("schumann_robert/opus41", "string quartet"), ("schumann_robert/", "art song"),
+    ("schumann_clara/polonaise", "polonaise"), ("schumann_clara/opus17", "piano trio"),
+)
+# not pieces to learn from: analyses (.rntxt), demonstration fragments and exercises
+_MUSIC21_SKIP_SUFFIXES = (".rntxt",)
+
+
+def _music21_kind(corpus_path: str) -> str | None:
+    kind = next((k for prefix, k in _MUSIC21_FILE_KINDS if corpus_path.startswith(prefix)), None)
+    return kind or _MUSIC21_KINDS.get(corpus_path.split("/")[0])
 
 
 def default_cache_dir() -> Path:
@@ -352,9 +392,15 @@ def music21_cache_path(cache_dir: str | Path, corpus_path: str, number: str | No
 
 def music21_corpus(subcorpus: str | None = None, cache_dir: str | Path | None = None) -> Source:
     """Works of music21's core corpus. `subcorpus` keeps corpus paths whose top folder starts with one of
-    its comma-separated names, case-insensitively ("essen" -> essenFolksong/, "bach,palestrina")."""
+    its comma-separated names, case-insensitively ("essen" -> essenFolksong/, "bach,palestrina");
+    "classical" stands for the composer collections (`MUSIC21_CLASSICAL`: Bach ... Mozart, Palestrina, the
+    trecento). Roman-numeral analyses (.rntxt) are left out, and so is a Humdrum (.krn) file beside a
+    MusicXML file of the same work. Composer collections get genre "classical" (Joplin: "ragtime"), the
+    composer, nationality and era, and the kind of piece where known ("chorale", "string quartet")."""
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     wanted = [s.strip().lower() for s in (subcorpus or "").split(",") if s.strip()]
+    if "classical" in wanted:
+        wanted = [w for w in wanted if w != "classical"] + list(MUSIC21_CLASSICAL)
 
     def items() -> Iterator[SourceItem]:
         from music21 import corpus  # slow import (~1 s); only when the corpus is used
@@ -367,22 +413,33 @@ def music21_corpus(subcorpus: str | None = None, cache_dir: str | Path | None = 
         for entry in (entries_dict.values() if isinstance(entries_dict, dict) else bundle):
             corpus_path = Path(entry.sourcePath).as_posix()
             top = corpus_path.split("/")[0]
+            if corpus_path.lower().endswith(_MUSIC21_SKIP_SUFFIXES):
+                continue
             if not wanted or any(top.lower().startswith(w) for w in wanted):
                 entries.append((corpus_path, top, None if entry.number is None else str(entry.number), entry))
         # a multi-work file also has an entry for the whole file (an Opus), which is no single work
         numbered = {cp for cp, _, number, _ in entries if number is not None}
+        stems = {cp.rsplit(".", 1)[0] for cp, _, _, _ in entries if cp.lower().endswith(_MUSICXML_SUFFIXES)}
         for corpus_path, top, number, entry in entries:
             if number is None and corpus_path in numbered:
                 continue
+            if corpus_path.lower().endswith(".krn") and corpus_path.rsplit(".", 1)[0] in stems:
+                continue  # the same work as MusicXML, which reads without music21
             md = entry.metadata  # None for a few entries of the bundle
             locale = getattr(md, "localeOfComposition", None)
             composer = getattr(md, "composer", None)
+            composer = (str(composer).strip() or None) if composer and str(composer) != "None" else None
+            known, nationality = _MUSIC21_COMPOSERS.get(top, (None, None))
+            genre = "folk" if top in _MUSIC21_FOLK else ("ragtime" if top == "joplin" else
+                                                         "classical" if top in _MUSIC21_COMPOSERS else None)
             meta = {
                 "title": _music21_title(md) if md is not None else None,
-                "composer": (str(composer).strip() or None) if composer else None,
+                "composer": known or (composer.splitlines()[0].strip() if composer else None),
+                "nationality": nationality,
                 "region": str(locale) if locale else None,
                 "era": _MUSIC21_ERAS.get(top),
-                "genre": "folk" if top in _MUSIC21_FOLK else None,
+                "genre": genre,
+                "tune_type": _music21_kind(corpus_path),
                 "collection": top,
                 "corpus_path": corpus_path,
                 "music21_number": number,
@@ -436,74 +493,133 @@ def time_limit(seconds: float | None, what: str = "work") -> Iterator[None]:
         raise TimeLimitExceeded(f"{what} exceeded {seconds:g} s")
 
 
-def convert_music21(corpus_path: str, number: str | None, dest: str | Path, timeout: float | None = 120.0) -> Path:
-    """Parse one corpus work with music21 and write it as MIDI to `dest` (atomically), within `timeout`."""
-    from music21 import corpus
+_MUSICXML_SUFFIXES = (".mxl", ".xml", ".musicxml")
 
+
+def music21_corpus_file(corpus_path: str) -> Path:
+    """The file of a work of music21's core corpus ("bach/bwv66.6.mxl")."""
+    from music21 import common
+
+    return Path(common.getCorpusFilePath()) / corpus_path
+
+
+def convert_music21(corpus_path: str, number: str | None, dest: str | Path, timeout: float | None = 120.0) -> Path:
+    """Convert one corpus work to MIDI at `dest` (atomically), within `timeout`: MusicXML files with
+    `midilm.music.musicxml` (no music21 needed), other formats (Humdrum, ABC) parsed by music21 and written
+    from their notes (`piece_from_music21`). Repeats are played once as written."""
     dest = Path(dest)
     with time_limit(timeout, "music21 conversion"):
+        if number is None and corpus_path.lower().endswith(_MUSICXML_SUFFIXES):
+            from midilm.music.musicxml import MusicXmlError
+
+            try:
+                _write_score_file(music21_corpus_file(corpus_path), dest)
+                return dest
+            except MusicXmlError as e:  # e.g. score-timewise: music21 reads those
+                log.info("%s; converting it with music21", e)
+        from music21 import corpus
+
         kwargs = {"number": int(number) if number.isdigit() else number} if number else {}
-        score = corpus.parse(corpus_path, **kwargs)
-        _write_midi(score, dest)
+        _write_piece(piece_from_music21(corpus.parse(corpus_path, **kwargs)), dest)
     return dest
-
-
-def _drop_repeats(score) -> None:
-    from music21 import bar, repeat
-
-    for container in score.recurse(streamsOnly=True, includeSelf=True):
-        for el in list(container.getElementsByClass((bar.Repeat, repeat.RepeatExpression))):
-            if isinstance(el, bar.Repeat):
-                if getattr(container, "leftBarline", None) is el:
-                    container.leftBarline = None
-                if getattr(container, "rightBarline", None) is el:
-                    container.rightBarline = bar.Barline("regular")
-            else:
-                container.remove(el)
-
-
-def _unshare_time_signatures(score) -> None:
-    """music21's ABC reader shares one TimeSignature object between measures (meter changes in Essen
-    tunes), which its MIDI writer then refuses to insert twice; copies fix that."""
-    from music21 import meter
-
-    seen: set[int] = set()
-    for container in score.recurse(streamsOnly=True, includeSelf=True):
-        for ts in list(container.getElementsByClass(meter.TimeSignature)):
-            if id(ts) in seen:
-                container.replace(ts, copy.deepcopy(ts))
-            seen.add(id(ts))
 
 
 def convert_score(score_path: str | Path, dest: str | Path, timeout: float | None = 600.0) -> Path:
-    """Parse a score file (MusicXML, .mxl, ABC, kern) with music21 and write it as MIDI to `dest`
-    (atomically), within `timeout`."""
-    from music21 import converter
-
+    """Convert a score file to MIDI at `dest` (atomically), within `timeout`: MusicXML (.mxl, .xml,
+    .musicxml) with `midilm.music.musicxml`, anything else music21 parses (ABC, Humdrum) through music21
+    and `piece_from_music21`. Repeats are played once as written."""
     dest = Path(dest)
-    with time_limit(timeout, "music21 conversion"):
-        score = converter.parse(str(score_path))
-        _write_midi(score, dest)
+    with time_limit(timeout, "score conversion"):
+        if str(score_path).lower().endswith(_MUSICXML_SUFFIXES):
+            from midilm.music.musicxml import MusicXmlError
+
+            try:
+                _write_score_file(score_path, dest)
+                return dest
+            except MusicXmlError as e:
+                log.info("%s; converting it with music21", e)
+        from music21 import converter
+
+        _write_piece(piece_from_music21(converter.parse(str(score_path))), dest)
     return dest
 
 
-def _write_midi(score, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".mid", dir=dest.parent)
-    os.close(fd)
+def _write_score_file(score_path: str | Path, dest: Path) -> None:
+    from midilm.music.musicxml import read_musicxml
+
+    _write_piece(read_musicxml(score_path), dest)
+
+
+def _write_piece(piece, dest: Path) -> None:
+    from midilm.music.midi_io import write_midi
+
+    write_midi(piece, dest)
+    os.chmod(dest, 0o644)  # the cache is shared like any other
+
+
+def piece_from_music21(score):
+    """A Piece (480 ticks per quarter) from a parsed music21 score: the sounding notes of each part with
+    ties joined and grace notes left out, repeats once as written, tempo from its metronome marks, meter
+    and key from the first part, programs as `midilm.music.musicxml.program_for_part` chooses them.
+    Raises MidiReadError when it holds no notes."""
+    import numpy as np
+
+    from midilm.errors import MidiReadError
+    from midilm.music.musicxml import TICKS_PER_BEAT, part_programs
+    from midilm.music.piece import KeySignature, Piece, TimeSignature, Track
+    from midilm.music.tempo import TempoMap
+
+    with contextlib.suppress(Exception):  # music21 raises broadly on odd transpositions: keep written pitch
+        score = score.toSoundingPitch()
+    parts = list(getattr(score, "parts", None) or []) or [score]
+    names = [str(p.partName or "") for p in parts]
+    midi_programs = []
+    for p in parts:
+        inst = p.getInstrument(returnDefault=False)
+        midi_programs.append(None if inst is None or inst.midiProgram is None else inst.midiProgram + 1)
+    programs = part_programs(names, midi_programs)
+    cols: list[tuple] = []
+    tracks: list[Track] = []
+    for idx, (part, program) in enumerate(zip(parts, programs)):
+        tracks.append(Track(names[idx], program))
+        flat = part.stripTies().flatten()
+        for n in flat.notes:
+            ql = float(n.quarterLength)
+            if ql <= 0:  # grace notes take no time in the score
+                continue
+            start = round(float(n.offset) * TICKS_PER_BEAT)
+            end = max(start + 1, round((float(n.offset) + ql) * TICKS_PER_BEAT))
+            velocity = n.volume.velocity if n.volume.velocity is not None else 90
+            for pitch in getattr(n, "pitches", ()):
+                if 0 <= pitch.midi <= 127:
+                    cols.append((start, end, pitch.midi, int(velocity), program, idx))
+    if not cols:
+        raise MidiReadError(None, "the score holds no notes")
+    tempos = []
     try:
-        try:
-            score.write("midi", fp=tmp)
-        except Exception as e:
-            _unshare_time_signatures(score)
-            if type(e).__name__ == "ExpanderException":
-                # badly formed repeats (some OpenScore quartets): play the written bars once, in order
-                _drop_repeats(score)
-            score.write("midi", fp=tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any other
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        for start, _end, mark in score.metronomeMarkBoundaries():
+            bpm = mark.getQuarterBPM()
+            if bpm:
+                tempos.append((round(float(start) * TICKS_PER_BEAT), round(60e6 / bpm)))
+    except Exception:  # no usable marks: the default 120 bpm
+        tempos = []
+    first = parts[0].flatten()
+    time_sigs = [TimeSignature(round(float(ts.offset) * TICKS_PER_BEAT), ts.numerator, ts.denominator)
+                 for ts in first.getElementsByClass("TimeSignature")]
+    key_sigs = [KeySignature(round(float(k.offset) * TICKS_PER_BEAT), max(-7, min(7, k.sharps)),
+                             getattr(k, "mode", "major") == "minor")
+                for k in first.getElementsByClass("KeySignature")]
+    a = np.asarray(cols, dtype=np.int64)
+    return Piece(TICKS_PER_BEAT, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5], tracks=tracks,
+                 tempo_map=TempoMap.from_changes(TICKS_PER_BEAT, tempos),
+                 time_signatures=_first_per_tick(time_sigs), key_signatures=_first_per_tick(key_sigs))
+
+
+def _first_per_tick(items: list) -> list:
+    out: dict[int, object] = {}
+    for it in sorted(items, key=lambda x: x.tick):
+        out.setdefault(it.tick, it)
+    return list(out.values())
 
 
 def ensure_midi(item: SourceItem, timeout: float | None = 120.0) -> Path:
@@ -810,6 +926,28 @@ def key_from_title(title: str | None) -> str | None:
     return normalize_key(f"{m.group(1).upper()}{accidental}:{m.group(4).lower()[:3]}")
 
 
+# the composers of the OpenScore quartets by folder surname: birth, death, nationality (GiantMIDI's composer
+# table misses a quarter of them and has some wrong; these are the standard reference dates)
+_QUARTET_COMPOSERS = {
+    "Andrée": (1841, 1929, "Swedish"), "Arriaga": (1806, 1826, "Spanish"), "Bartók": (1881, 1945, "Hungarian"),
+    "Beach": (1867, 1944, "American"), "Beethoven": (1770, 1827, "German"), "Boccherini": (1743, 1805, "Italian"),
+    "Borodin": (1833, 1887, "Russian"), "Brahms": (1833, 1897, "German"), "Bridge": (1879, 1941, "British"),
+    "Busoni": (1866, 1924, "Italian"), "Carreño": (1853, 1917, "Venezuelan"), "Cherubini": (1760, 1842, "Italian"),
+    "Debussy": (1862, 1918, "French"), "Delius": (1862, 1934, "British"), "Dvořák": (1841, 1904, "Czech"),
+    "Elgar": (1857, 1934, "British"), "Fauré": (1845, 1924, "French"), "Glazunov": (1865, 1936, "Russian"),
+    "Glinka": (1804, 1857, "Russian"), "Gounod": (1818, 1893, "French"), "Gouvy": (1819, 1898, "French"),
+    "Grieg": (1843, 1907, "Norwegian"), "Haydn": (1732, 1809, "Austrian"), "Hensel": (1805, 1847, "German"),
+    "Hoffmeister": (1754, 1812, "German"), "Indy": (1851, 1931, "French"), "Janáček": (1854, 1928, "Czech"),
+    "Kalliwoda": (1801, 1866, "Czech"), "Krzyżanowska": (1860, 1937, "Polish"), "Maier": (1853, 1894, "Swedish"),
+    "Mayer": (1812, 1883, "German"), "Mendelssohn": (1809, 1847, "German"), "Moeran": (1894, 1950, "British"),
+    "Mozart": (1756, 1791, "Austrian"), "Müller-Hermann": (1878, 1941, "Austrian"), "Nielsen": (1865, 1931, "Danish"),
+    "Ravel": (1875, 1937, "French"), "Reger": (1873, 1916, "German"), "Saint-Georges": (1745, 1799, "French"),
+    "Schubert": (1797, 1828, "Austrian"), "Schulhoff": (1894, 1942, "Czech"), "Schumann": (1810, 1856, "German"),
+    "Smetana": (1824, 1884, "Czech"), "Smyth": (1858, 1944, "British"), "Stanford": (1852, 1924, "Irish"),
+    "Strauss": (1864, 1949, "German"), "Wolf": (1860, 1903, "Austrian"),
+}
+
+
 def _composer_from_folder(name: str) -> str:
     """'Arriaga,_Juan_Crisóstomo_de' -> 'Juan Crisóstomo de Arriaga'."""
     surname, _, first = name.replace("_", " ").partition(",")
@@ -817,9 +955,10 @@ def _composer_from_folder(name: str) -> str:
 
 
 def openscore_quartets(root: str | Path, cache_dir: str | Path | None = None) -> Source:
-    """OpenScore string quartets (scores/**/*.mxl), converted to MIDI with music21 on demand into
-    `cache_dir` (default ~/.cache/midilm/openscore-midi); composer and title from data/scores.tsv.
-    Split by SHA-1 of the score's path relative to the folder."""
+    """OpenScore string quartets (scores/**/*.mxl), converted to MIDI on demand (`convert_score`) into
+    `cache_dir` (default ~/.cache/midilm/openscore-midi); composer and title from data/scores.tsv, the
+    composer's nationality and era from `_QUARTET_COMPOSERS`. Split by SHA-1 of the score's path relative to
+    the folder."""
     base = _need_dir(root, "OpenScore quartets")
     cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir().parent / "openscore-midi")
     titles: dict[str, str] = {}
@@ -835,8 +974,11 @@ def openscore_quartets(root: str | Path, cache_dir: str | Path | None = None) ->
             rel = p.relative_to(base).as_posix()
             work = unicodedata.normalize("NFC", p.parent.relative_to(base / "scores").as_posix())
             title = titles.get(work) or p.parent.name.replace("_", " ")
-            meta = {"title": title, "composer": _composer_from_folder(work.split("/")[0]), "genre": "classical",
+            folder_name = work.split("/")[0]
+            birth, death, nationality = _QUARTET_COMPOSERS.get(folder_name.split(",")[0], (None, None, None))
+            meta = {"title": title, "composer": _composer_from_folder(folder_name), "genre": "classical",
                     "tune_type": "string quartet", "label_key": key_from_title(title), "collection": "OpenScore",
+                    "nationality": nationality, "birth": birth, "death": death, "era": era_from_years(birth, death),
                     "relpath": rel, "score_path": str(p)}
             yield SourceItem(str(cache / f"{rel}.mid"), "openscore-quartets", meta, relpath_split(rel),
                              LICENSES["openscore-quartets"])

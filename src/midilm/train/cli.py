@@ -138,6 +138,11 @@ def register_understand(tsub) -> None:
     q.add_argument("--pitch-class-gain", dest="pitch_class_gain", type=float, default=d.pitch_class_gain,
                    help="the pitch-class profile's spread after standardisation (zero-initialised columns of a "
                         "widened projector learn about that many times faster under Adam)")
+    q.add_argument("--key-pathway", dest="key_pathway", action="store_true",
+                   help="stage 2: add a key classifier fitted to the train split's key labels whose 24-way "
+                        "distribution becomes one more prefix embedding (beyond the paper)")
+    q.add_argument("--source-boost", dest="source_boost", default=d.source_boost,
+                   help='draw rows of these sources that many times as often, e.g. "freedoom=4,openmsx=4"')
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_understand)

@@ -569,9 +569,13 @@ def piece_from_music21(score):
     from midilm.music.piece import KeySignature, Piece, TimeSignature, Track
     from midilm.music.tempo import TempoMap
 
-    with contextlib.suppress(Exception):  # music21 raises broadly on odd transpositions: keep written pitch
-        score = score.toSoundingPitch()
     parts = list(getattr(score, "parts", None) or []) or [score]
+    # both copy the whole score (two thirds of the cost of a Palestrina mass movement): sounding pitch only
+    # where an instrument transposes, ties joined in place (the score is ours, parsed for this)
+    if any(getattr(p.getInstrument(returnDefault=False), "transposition", None) for p in parts):
+        with contextlib.suppress(Exception):  # music21 raises broadly on odd transpositions: keep written pitch
+            score = score.toSoundingPitch()
+            parts = list(getattr(score, "parts", None) or []) or [score]
     names = [str(p.partName or "") for p in parts]
     midi_programs = []
     for p in parts:
@@ -582,7 +586,8 @@ def piece_from_music21(score):
     tracks: list[Track] = []
     for idx, (part, program) in enumerate(zip(parts, programs)):
         tracks.append(Track(names[idx], program))
-        flat = part.stripTies().flatten()
+        part.stripTies(inPlace=True)
+        flat = part.flatten()
         for n in flat.notes:
             ql = float(n.quarterLength)
             if ql <= 0:  # grace notes take no time in the score

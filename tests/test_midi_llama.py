@@ -358,3 +358,47 @@ def test_key_pathway_learns_keys_adds_one_prefix_slot_and_round_trips(parts, not
     assert torch.equal(again.key_pathway.scorer.weight, kp.scorer.weight)
     with torch.no_grad():  # merged LoRA vs separate: float sums differ in the last bits, hence a tolerance
         assert torch.allclose(again(midi_features=again.features(notes), **b).logits, before, atol=1e-4)
+
+
+def test_key_guide_names_the_classifiers_key_only_where_the_lm_names_one():
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from midilm.models.midi_llama import KEY_NAMES, KeyGuide, key_name_paths
+
+    tok = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "src/midilm/data/models/midilm-understand-tiny/llm")
+    ids = {w: tok(w, add_special_tokens=False).input_ids[0] for w in (" in", " C", " G", " D", " major", " minor", "A",
+                                                                      "#", " pop", ".", "D")}
+    probs = torch.zeros(1, 24)
+    probs[0, KEY_NAMES.index("D major")], probs[0, KEY_NAMES.index("B minor")] = 0.7, 0.3
+    guide = KeyGuide(key_name_paths(tok), probs, strength=4.0, gate=0.3, ambiguous=frozenset({ids["A"], ids["D"]}))
+    vocab = len(tok)
+
+    def scores(pref: dict[str, float]) -> torch.Tensor:
+        s = torch.full((1, vocab), -20.0)
+        for w, v in pref.items():
+            s[0, ids[w]] = v
+        return s
+
+    def step(generated: list[str], s: torch.Tensor) -> torch.Tensor:
+        return guide(torch.tensor([[ids[w] for w in generated]], dtype=torch.long), s).log_softmax(-1)[0]
+
+    # after "in" the LM is about to name a key but guesses C or G: the classifier's D takes their share
+    before = scores({" C": 2.0, " G": 1.5, " D": 0.0, ".": 0.0}).log_softmax(-1)[0]
+    after = step([" in"], scores({" C": 2.0, " G": 1.5, " D": 0.0, ".": 0.0}))
+    assert int(after.argmax()) == ids[" D"]
+    assert torch.isclose(after[ids["."]], before[ids["."]], atol=1e-5)  # the rest keeps its probability
+    # a name begun after its trigger is finished with the mode the classifier gives that tonic
+    assert int(step([" in", " D"], scores({"#": 3.0, " minor": 1.0, " major": 0.0})).argmax()) == ids[" major"]
+    # the article that starts a caption ("A pop piece") is no key name: nothing changes there or after it
+    cap = scores({"A": 5.0, " C": 0.0})
+    assert torch.allclose(step([], cap), cap.log_softmax(-1)[0], atol=1e-5)
+    pop = scores({" pop": 5.0, " minor": 0.0})
+    assert torch.allclose(step(["A"], pop), pop.log_softmax(-1)[0], atol=1e-5)
+    # nor where the answer starts with a word that starts with a tonic letter ("Drums.")
+    drums = scores({"D": 4.0, "A": 0.0, " C": 0.0})
+    assert torch.allclose(step([], drums), drums.log_softmax(-1)[0], atol=1e-5)
+    # where no key name can follow, nothing changes
+    other = scores({" C": 2.0, " G": 1.5})
+    assert torch.allclose(step([" pop"], other), other.log_softmax(-1)[0], atol=1e-5)

@@ -79,6 +79,11 @@ class MidiLlamaConfig:
     # one more prefix embedding: the key classifier's distribution over the 24 keys mixing 24 learned key
     # embeddings (KeyPathway; beyond the paper)
     key_pathway: bool = False
+    # key-guided decoding (with `key_pathway`; 0: off): where the LM is about to name a key or a mode (after
+    # "in", "is", "a" or at the answer's start, and it puts at least `key_guide_gate` of its probability on
+    # key-name tokens), those tokens' share is redistributed in proportion to p_LM * p_classifier ** strength
+    key_guide: float = 0.0
+    key_guide_gate: float = 0.3
     clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
     extra: dict = field(default_factory=dict)
 
@@ -300,6 +305,101 @@ class KeyPathway(nn.Module):
             return float((self.logits(x).argmax(-1) == y).float().mean())
 
 
+_KEY_TRIGGERS = (" in", " is")  # a key name follows these in the answers and captions ("It is in G major.")
+_MODE_TRIGGERS = (" a",)  # and a bare mode word this ("It is in a minor key.")
+# at the answer's start a tonic letter may also begin a word ("A pop piece", "Drums.", "Bass and piano.")
+_AMBIGUOUS = tuple("ABCDEFG")
+DOMINANT = 0.5  # an ambiguous start token the LM gives this much probability is taken as that word, not a key
+
+
+def key_name_paths(tokenizer) -> list[tuple[tuple[int, ...], tuple[int, ...], bool, frozenset[int]]]:
+    """The token sequences that name a key or a mode in the model's answers, each as (tokens, the key indices
+    (0-23) it names, whether it may start the answer, the tokens it may follow). Bare mode words name the 12
+    keys of their mode."""
+    from midilm.annotate.captions import spelled_key
+
+    def ids(text: str) -> tuple[int, ...]:
+        return tuple(tokenizer(text, add_special_tokens=False).input_ids)
+
+    def single(texts) -> frozenset[int]:
+        return frozenset(t[0] for t in map(ids, texts) if len(t) == 1)
+
+    after_key, after_mode = single(_KEY_TRIGGERS), single(_MODE_TRIGGERS)
+    paths = []
+    for k, name in enumerate(KEY_NAMES):
+        for text in dict.fromkeys((name, spelled_key(name))):
+            paths.append((ids(" " + text), (k,), False, after_key))
+        paths.append((ids(name), (k,), True, frozenset()))
+    for m, mode in enumerate(KEY_MODES):
+        keys = tuple(range(m * PITCH_CLASSES, (m + 1) * PITCH_CLASSES))
+        paths.append((ids(" " + mode), keys, False, after_mode))
+        paths.append((ids(mode.capitalize()), keys, True, frozenset()))
+    return paths
+
+
+class KeyGuide:
+    """A logits processor for `generate`: where the generated text is about to name a key (or a mode) by one of
+    `key_name_paths` and the LM agrees (at least `gate` of its probability on the tokens that would continue a
+    key name there; `names_a_key` for the letters that also start words), the LM's probability of those tokens
+    is shared out again in proportion to p_LM(token) * p_key(token) ** strength, where p_key(token) is the key
+    classifier's probability of the keys that token leads to (given what was already written of the name).
+    Elsewhere the scores are untouched. The LM decides whether a key is named; the key pathway which one."""
+
+    def __init__(self, paths, probs: torch.Tensor, strength: float, gate: float, ambiguous: frozenset[int]):
+        self.paths, self.probs, self.strength, self.gate, self.ambiguous = paths, probs.float(), strength, gate, \
+            ambiguous
+
+    def candidates(self, generated: list[int], row: int) -> tuple[dict[int, float], bool]:
+        """Next tokens that continue a key name here, each with the classifier's probability of its keys, and
+        whether a name is already begun (else they would start one; a letter at the answer's start, which may begin
+        another word, counts as not begun)."""
+        keys: dict[int, set[int]] = {}
+        inside = False
+        n = len(generated)
+        for tokens, named, at_start, after in self.paths:
+            for done in range(len(tokens)):
+                start = n - done
+                if start < 0 or (done and tuple(generated[start:]) != tokens[:done]):
+                    continue
+                if (start == 0 and at_start) or (start > 0 and generated[start - 1] in after):
+                    keys.setdefault(tokens[done], set()).update(named)
+                    inside = inside or (done > 0 and tokens[0] not in self.ambiguous)
+        p = self.probs[row]
+        return {t: float(p[list(ks)].sum()) for t, ks in keys.items()}, inside
+
+    def names_a_key(self, lm: torch.Tensor, cands: list[int], sure: list[int]) -> bool:
+        """Whether the LM (log-probabilities) is about to start a key name: `gate` of its probability on tokens
+        that can only start one, or on all that can with no single ambiguous one (the "D" of "Drums.", the
+        "A" of "A pop piece") taking most of it."""
+        p = lm.exp()
+        if sure and float(p[sure].sum()) >= self.gate:
+            return True
+        unsure = [t for t in cands if t in self.ambiguous]
+        return float(p[cands].sum()) >= self.gate and (not unsure or float(p[unsure].max()) < DOMINANT)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        out = scores.clone()
+        for b in range(scores.shape[0]):
+            cands, inside = self.candidates(input_ids[b].tolist(), b)
+            if not cands:
+                continue
+            toks = torch.tensor(list(cands), device=scores.device)
+            lm = scores[b].float().log_softmax(-1)
+            share = lm[toks].logsumexp(0)
+            sure = [t for t in cands if t not in self.ambiguous]
+            if inside:  # a key name already begun after its trigger is finished as one: only its continuations
+                lm = torch.where(torch.isin(torch.arange(len(lm), device=lm.device), toks), lm, -torch.inf)
+                lm = lm.log_softmax(-1)
+            elif not self.names_a_key(lm, list(cands), sure):
+                continue
+            mass = torch.tensor(list(cands.values()), device=scores.device).clamp_min(1e-9).log()
+            mixed = (lm[toks] + self.strength * mass).log_softmax(0)
+            row = lm.clone()  # log-probabilities, so that the candidates' new share is on the same scale
+            row[toks] = share + mixed
+            out[b] = row.to(out.dtype)
+        return out
+
+
 def key_index(name: str | None) -> int | None:
     """"G major" -> 7, "E minor" -> 16; None for anything else (enharmonic spellings accepted)."""
     tonic, _, mode = str(name or "").strip().partition(" ")
@@ -404,6 +504,15 @@ class MidiLlama(nn.Module):
             parts.append(self.key_pathway.probs(notes).to(pooled)[:, None, :])
         return torch.cat([p.expand(-1, pooled.shape[1], -1) for p in parts], dim=-1)
 
+    def key_guide(self, probs: torch.Tensor) -> KeyGuide:
+        """The key-guided decoding processor for a batch's key distributions [B, 24]."""
+        if getattr(self, "_key_paths", None) is None:
+            self._key_paths = key_name_paths(self.tokenizer)
+            words = [self.tokenizer(a, add_special_tokens=False).input_ids for a in _AMBIGUOUS]
+            self._ambiguous = frozenset(w[0] for w in words if len(w) == 1)
+        return KeyGuide(self._key_paths, probs.to(self.device), self.config.key_guide, self.config.key_guide_gate,
+                        self._ambiguous)
+
     def add_key_pathway(self) -> KeyPathway:
         """Give the model a key pathway (one more prefix embedding); its key embeddings start as the LLM's
         embeddings of the key names, its classifier untrained (`KeyPathway.fit`)."""
@@ -505,6 +614,11 @@ class MidiLlama(nn.Module):
                   "eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id}
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        if self.key_pathway is not None and self.config.key_guide > 0:
+            from transformers import LogitsProcessorList
+
+            width = self.config.encoder_hidden
+            kwargs["logits_processor"] = LogitsProcessorList([self.key_guide(features[:, 0, width : width + KEYS])])
         with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
             torch.manual_seed(seed)
             out = self.llm.generate(inputs_embeds=emb, attention_mask=b["attention_mask"].to(dev), **kwargs)

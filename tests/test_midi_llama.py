@@ -389,6 +389,9 @@ def test_key_guide_names_the_classifiers_key_only_where_the_lm_names_one():
     after = step([" in"], scores({" C": 2.0, " G": 1.5, " D": 0.0, ".": 0.0}))
     assert int(after.argmax()) == ids[" D"]
     assert torch.isclose(after[ids["."]], before[ids["."]], atol=1e-5)  # the rest keeps its probability
+    key_comma = tok(" key,", add_special_tokens=False).input_ids  # "in a minor key, B minor."
+    after_comma = guide(torch.tensor([key_comma]), scores({" C": 2.0, " G": 1.5, " D": 0.0})).log_softmax(-1)[0]
+    assert int(after_comma.argmax()) == ids[" D"]
     # a name begun after its trigger is finished with the mode the classifier gives that tonic
     assert int(step([" in", " D"], scores({"#": 3.0, " minor": 1.0, " major": 0.0})).argmax()) == ids[" major"]
     # the article that starts a caption ("A pop piece") is no key name: nothing changes there or after it

@@ -305,35 +305,33 @@ class KeyPathway(nn.Module):
             return float((self.logits(x).argmax(-1) == y).float().mean())
 
 
-_KEY_TRIGGERS = (" in", " is")  # a key name follows these in the answers and captions ("It is in G major.")
+# a key name follows these in the answers and captions ("It is in G major.", "in a minor key, A minor.")
+_KEY_TRIGGERS = (" in", " is", " key,")
 _MODE_TRIGGERS = (" a",)  # and a bare mode word this ("It is in a minor key.")
 # at the answer's start a tonic letter may also begin a word ("A pop piece", "Drums.", "Bass and piano.")
 _AMBIGUOUS = tuple("ABCDEFG")
 DOMINANT = 0.5  # an ambiguous start token the LM gives this much probability is taken as that word, not a key
 
 
-def key_name_paths(tokenizer) -> list[tuple[tuple[int, ...], tuple[int, ...], bool, frozenset[int]]]:
+def key_name_paths(tokenizer) -> list[tuple[tuple[int, ...], tuple[int, ...], bool, tuple[tuple[int, ...], ...]]]:
     """The token sequences that name a key or a mode in the model's answers, each as (tokens, the key indices
-    (0-23) it names, whether it may start the answer, the tokens it may follow). Bare mode words name the 12
-    keys of their mode."""
+    (0-23) it names, whether it may start the answer, the token sequences it may follow). Bare mode words name
+    the 12 keys of their mode."""
     from midilm.annotate.captions import spelled_key
 
     def ids(text: str) -> tuple[int, ...]:
         return tuple(tokenizer(text, add_special_tokens=False).input_ids)
 
-    def single(texts) -> frozenset[int]:
-        return frozenset(t[0] for t in map(ids, texts) if len(t) == 1)
-
-    after_key, after_mode = single(_KEY_TRIGGERS), single(_MODE_TRIGGERS)
+    after_key, after_mode = tuple(map(ids, _KEY_TRIGGERS)), tuple(map(ids, _MODE_TRIGGERS))
     paths = []
     for k, name in enumerate(KEY_NAMES):
         for text in dict.fromkeys((name, spelled_key(name))):
             paths.append((ids(" " + text), (k,), False, after_key))
-        paths.append((ids(name), (k,), True, frozenset()))
+        paths.append((ids(name), (k,), True, ()))
     for m, mode in enumerate(KEY_MODES):
         keys = tuple(range(m * PITCH_CLASSES, (m + 1) * PITCH_CLASSES))
         paths.append((ids(" " + mode), keys, False, after_mode))
-        paths.append((ids(mode.capitalize()), keys, True, frozenset()))
+        paths.append((ids(mode.capitalize()), keys, True, ()))
     return paths
 
 
@@ -361,7 +359,8 @@ class KeyGuide:
                 start = n - done
                 if start < 0 or (done and tuple(generated[start:]) != tokens[:done]):
                     continue
-                if (start == 0 and at_start) or (start > 0 and generated[start - 1] in after):
+                follows = any(0 < len(a) <= start and tuple(generated[start - len(a) : start]) == a for a in after)
+                if (start == 0 and at_start) or follows:
                     keys.setdefault(tokens[done], set()).update(named)
                     inside = inside or (done > 0 and tokens[0] not in self.ambiguous)
         p = self.probs[row]

@@ -124,3 +124,29 @@ def test_shipped_legacy_layout_loads_on_a_device_in_a_dtype():
     model = load_understanding_model(device="cpu", dtype="bf16")  # the legacy layout: llm/ copied in
     assert {p.dtype for p in model.model.llm.parameters()} == {torch.bfloat16}
     assert model.model.device.type == "cpu"
+
+
+@shipped
+def test_shipped_key_pathway_names_its_key_in_answers_and_captions():
+    """Issue 15's key goal: the shipped model's key pathway reads the key from the notes and guided decoding
+    makes the answers and captions name it (v2 answered F minor for this held-out G major song)."""
+    pytest.importorskip("torch")
+    from midilm.annotate.analyze import analyze_piece
+    from midilm.annotate.questions import normalise_key
+    from midilm.evaluate.caption_facts import caption_facts
+    from midilm.models.midi_llama import KEY_NAMES
+    from midilm.music.midi_io import read_midi
+    from midilm.understand import load_understanding_model
+    from midilm.understand.model import piece_notes
+
+    model = load_understanding_model()
+    cfg = model.model.config
+    assert cfg.key_pathway and cfg.key_guide > 0 and cfg.slots == cfg.k + 1
+    piece = read_midi(shared_path("pop909", "POP909", "010", "010.mid"))  # held out
+    probs = model.model.key_pathway.probs([piece_notes(piece)])[0]
+    top = KEY_NAMES[int(probs.argmax())]
+    assert top == analyze_piece(piece)["key"] == "G major"
+    assert normalise_key(model.ask(piece, "What key is this piece in?")) == top
+    assert model.ask(piece, "Is it major or minor?").lower().startswith(("major", "it is in a major"))
+    stated = dict(caption_facts(model.describe(piece)))
+    assert normalise_key(stated["key"]) == top

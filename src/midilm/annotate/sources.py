@@ -17,9 +17,10 @@ Every adapter returns a `Source`, an iterable of `SourceItem(path, source, metad
 - `openscore_quartets(root)`: string-quartet MusicXML scores, converted to MIDI on demand (like the music21
   corpus), composer and title from data/scores.tsv.
 
-Scores are converted by `convert_score` / `convert_music21`: MusicXML by `midilm.music.musicxml` (about 20
-times cheaper than music21's parser and MIDI writer), other formats (Humdrum, ABC) parsed by music21 and
-written from their notes (`piece_from_music21`); repeats are played once as written.
+Scores are converted by `convert_score` / `convert_music21`: MusicXML by `midilm.music.musicxml` (all 122
+OpenScore quartets in about 70 CPU s, about 80 times less than music21's parser and MIDI writer), other
+formats (Humdrum, ABC) parsed by music21 and written from their notes (`piece_from_music21`); repeats are
+played once as written.
 
 Held-out split (see shared/data/README.md), decided here and nowhere else:
 

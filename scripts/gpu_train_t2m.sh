@@ -13,7 +13,8 @@
 # Same model, initialisation, data and augmentations as the CPU long run; larger batches, bf16, more
 # steps. INIT=warm:MODEL_DIR continues a trained model (e.g. the shipped one) with stage 2 instead of
 # starting from scratch. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
-# INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS). It resumes from the last checkpoint
+# INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS; P_SHORT and SHORT_LEN: the share of stage-2
+# examples cut to SHORT_LEN music ids, `T2MConfig.p_short`). It resumes from the last checkpoint
 # in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it prints the validation loss of the result
 # next to the shipped model's on the same packed validation rows.
 set -euo pipefail
@@ -35,6 +36,7 @@ export PACKED OUT
 export HIDDEN=${HIDDEN:-256} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} KV_HEADS=${KV_HEADS:-2} INTER=${INTER:-704}
 export INIT=${INIT:-structured} STAGE1=${STAGE1:-300} STAGE2=${STAGE2:-3000} BATCH=${BATCH:-32}
 export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024} SAVE_STEPS=${SAVE_STEPS:-500} LOG_STEPS=${LOG_STEPS:-20}
+export P_SHORT=${P_SHORT:-0} SHORT_LEN=${SHORT_LEN:-240}
 
 "$PY" - <<'EOF'
 """Train from the packed rows: a text-only Llama (random, BPE on the training captions) is expanded with
@@ -71,7 +73,8 @@ init = os.environ["INIT"]
 settings = dict(max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ["STAGE1"]),
                 stage2_steps=int(os.environ["STAGE2"]), batch_size=int(os.environ["BATCH"]), lr=float(os.environ["LR"]),
                 bf16=torch.cuda.is_available(), logging_steps=int(os.environ["LOG_STEPS"]),
-                save_steps=int(os.environ["SAVE_STEPS"]), resume=True)
+                save_steps=int(os.environ["SAVE_STEPS"]), resume=True, p_short=float(os.environ["P_SHORT"]),
+                short_len=int(os.environ["SHORT_LEN"]))
 
 if init.startswith("warm:"):
     # continue a trained text-to-MIDI model (its tokenizer, sizes and rows) with stage 2 on this data

@@ -147,6 +147,37 @@ def test_prompt_and_flag_are_never_targets():
             assert labels[k + 1 :] == ids[k + 1 :] and len(ids) > k + 3
 
 
+def test_short_examples_cut_the_music_and_pack_several_captions_into_a_row():
+    from midilm.models.vocab import MusicLayout
+    from midilm.train.t2m import PackedStream, T2MConfig, sft_example
+
+    tok = _tiny_tokenizer()
+    layout = MusicLayout(len(tok))
+    flag = layout.music_id(V.AUTOREGRESS)
+    plain = dict(data="", output="", max_len=600, caption_dropout=0.0, p_transpose=0.0, p_tempo=0.0, p_reassign=0.0,
+                 p_anticipate=0.0)
+
+    def music_lengths(cfg, n=20):
+        rng = random.Random(5)
+        return [len(ids) - ids.index(flag) - 1 for ids, _ in (sft_example(_example_piece(), layout, tok, cfg, rng)
+                                                              for _ in range(n))]
+
+    whole = music_lengths(T2MConfig(**plain))
+    short = music_lengths(T2MConfig(**plain, p_short=1.0, short_len=60))
+    mixed = music_lengths(T2MConfig(**plain, p_short=0.5, short_len=60))
+    assert min(whole) > 200  # the example piece fills the row's budget
+    assert max(short) <= 60 and min(short) >= 57 and all(n % 3 == 0 for n in short)  # whole events only
+    assert 0 < sum(n <= 60 for n in mixed) < len(mixed)
+    # packed: a row of short examples holds several captions (each with its own prompt), a row of whole ones one
+
+    def prompts_in_first_row(cfg):
+        row = next(iter(PackedStream(lambda r: sft_example(_example_piece(), layout, tok, cfg, r), 600, 0, 0)))
+        return int((row["input_ids"] == flag).sum())
+
+    assert prompts_in_first_row(T2MConfig(**plain)) == 1
+    assert prompts_in_first_row(T2MConfig(**plain, p_short=1.0, short_len=60)) >= 2
+
+
 def test_stage1_text_includes_the_datasets_questions_and_answers(tmp_path):
     from midilm.annotate.dataset import build_dataset, load_rows
     from midilm.annotate.sources import folder

@@ -64,6 +64,12 @@ class T2MConfig:
     p_tempo: float = 0.3
     p_reassign: float = 0.25
     p_anticipate: float = 0.15
+    # Share of stage-2 examples whose music is cut to `short_len` ids (a caption and its first few dozen
+    # events): packed side by side, they show more caption-conditioned starts per token (the first notes set
+    # the key), while the rest still fill whole rows so long positions keep being trained. Not yet shown to
+    # help: docs/t2m_training.md section 7.
+    p_short: float = 0.0
+    short_len: int = 240
     block_loss: bool = True
     bf16: bool | None = None  # None: on for a real LLM on a GPU with bf16, else off
     optim: str = "adamw_torch"  # any TrainingArguments optim; "sgd" has no optimizer state
@@ -162,7 +168,10 @@ def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rn
         caption = make_caption(analysis, rng)
     prompt = tokenizer(layout.prompt_text(caption), add_special_tokens=True)["input_ids"]
     flag = V.AUTOREGRESS
-    music = _window(events, rng, cfg.max_len - len(prompt) - 1)
+    budget = cfg.max_len - len(prompt) - 1
+    if cfg.p_short > 0 and rng.random() < cfg.p_short:  # no draw when off: older runs' streams stay as they were
+        budget = min(budget, cfg.short_len)
+    music = _window(events, rng, budget)
     if music and rng.random() < cfg.p_anticipate:
         from midilm.codecs.amt.lines import instruments_of
 
@@ -173,7 +182,7 @@ def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rn
         else:
             ev, controls = split_spans(music, 0.05, np.random.default_rng(rng.randrange(1 << 30)))
         music, _ = anticipate(ev, controls)
-        music = music[: cfg.max_len - len(prompt) - 1]
+        music = music[:budget]
         music = music[: len(music) - len(music) % 3]
         flag = V.ANTICIPATE
     head = prompt + [layout.music_id(flag)]  # the flag says how the music follows: part of the prompt

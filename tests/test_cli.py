@@ -188,6 +188,23 @@ def test_train_understand_flags_reach_the_config():
     assert values["pitch_class_gain"] == 16.0
     plain = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2"])
     assert plain.caption_style == "dataset" and plain.pitch_classes is False
+    assert plain.key_pathway is False and plain.source_boost == ""
+    keyed = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2",
+                                       "--key-pathway", "--source-boost", "freedoom=4"])
+    assert keyed.key_pathway is True and keyed.source_boost == "freedoom=4"
+
+
+def test_train_understand_baseline_takes_the_caption_style():
+    """The ABC baseline is trained with v2's recipe, which uses the fixed fact captions."""
+    from dataclasses import fields
+
+    from midilm.cli import build_parser
+    from midilm.train.understand_baselines import BaselineConfig
+
+    args = build_parser().parse_args(["train", "understand-baseline", "--representation", "abc", "--data", "D",
+                                      "-o", "O", "--llm", "L", "--caption-style", "facts"])
+    values = {f.name: getattr(args, f.name) for f in fields(BaselineConfig) if hasattr(args, f.name)}
+    assert values["caption_style"] == "facts"
 
 
 def test_generate_refuses_guidance_on_vllm_before_loading(tmp_path):

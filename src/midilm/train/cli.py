@@ -180,6 +180,9 @@ def register_understand_baseline(tsub) -> None:
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.add_argument("--boost", default="", help="extra sampling weight per question type, e.g. key=4,mode=2")
+    q.add_argument("--caption-style", dest="caption_style", choices=("dataset", "facts"), default=d.caption_style,
+                   help="caption examples: the row's own (varied wording) or one fixed 2-3 sentence caption of its "
+                        "facts, as `midilm train understand --caption-style`")
     q.add_argument("--short-only", dest="short_only", action="store_true",
                    help="short factual answers only (no captions, no long answers)")
     q.add_argument("--full-finetune", dest="full_finetune", action="store_true",

@@ -511,3 +511,25 @@ def test_pack_for_training_keeps_pieces_and_their_events(tmp_path):
     assert stats == ds.family_stats(tmp_path / "out", "train")
     assert stats["pieces"] == len(rows) and set(stats["families"]) == {"Piano"}
     assert stats["families"]["Piano"]["notes"] == stats["notes"] == sum(len(r["events"]) // 3 for r in rows)
+
+
+def test_a_conversion_past_its_limit_leaves_no_file(tmp_path, monkeypatch):
+    """The limit can be raised after the MIDI file is written (the alarm lands in the last write, or a
+    library swallowed the first one): the conversion is reported as failed, so no file may stay behind for
+    the cache to take as converted. The write is followed by a wait past the limit to make that order
+    certain (a fresh-clone CI run once hit it by chance)."""
+    import time
+
+    pytest.importorskip("music21")
+    real_write = S._write_piece
+
+    def write_then_overrun(piece, dest):
+        real_write(piece, dest)
+        assert Path(dest).exists()
+        time.sleep(5)  # the alarm interrupts this
+
+    monkeypatch.setattr(S, "_write_piece", write_then_overrun)
+    dest = tmp_path / "late.mid"
+    with pytest.raises(S.TimeLimitExceeded):
+        S.convert_music21("bach/bwv66.6.mxl", None, dest, timeout=0.5)
+    assert not dest.exists()

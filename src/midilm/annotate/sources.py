@@ -509,7 +509,7 @@ def convert_music21(corpus_path: str, number: str | None, dest: str | Path, time
     `midilm.music.musicxml` (no music21 needed), other formats (Humdrum, ABC) parsed by music21 and written
     from their notes (`piece_from_music21`). Repeats are played once as written."""
     dest = Path(dest)
-    with time_limit(timeout, "music21 conversion"):
+    with _no_output_past_limit(dest), time_limit(timeout, "music21 conversion"):
         if number is None and corpus_path.lower().endswith(_MUSICXML_SUFFIXES):
             from midilm.music.musicxml import MusicXmlError
 
@@ -530,7 +530,7 @@ def convert_score(score_path: str | Path, dest: str | Path, timeout: float | Non
     .musicxml) with `midilm.music.musicxml`, anything else music21 parses (ABC, Humdrum) through music21
     and `piece_from_music21`. Repeats are played once as written."""
     dest = Path(dest)
-    with time_limit(timeout, "score conversion"):
+    with _no_output_past_limit(dest), time_limit(timeout, "score conversion"):
         if str(score_path).lower().endswith(_MUSICXML_SUFFIXES):
             from midilm.music.musicxml import MusicXmlError
 
@@ -543,6 +543,18 @@ def convert_score(score_path: str | Path, dest: str | Path, timeout: float | Non
 
         _write_piece(piece_from_music21(converter.parse(str(score_path))), dest)
     return dest
+
+
+@contextmanager
+def _no_output_past_limit(dest: Path) -> Iterator[None]:
+    """Remove `dest` when the block exceeds its time limit. The limit can be raised after the file is written
+    (a library swallowed the first alarm, or it fired during the last write): a conversion reported as failed
+    must not leave a file that the cache then takes for a finished one."""
+    try:
+        yield
+    except TimeLimitExceeded:
+        dest.unlink(missing_ok=True)
+        raise
 
 
 def _write_score_file(score_path: str | Path, dest: Path) -> None:

@@ -506,42 +506,46 @@ def music21_corpus_file(corpus_path: str) -> Path:
 
 def convert_music21(corpus_path: str, number: str | None, dest: str | Path, timeout: float | None = 120.0) -> Path:
     """Convert one corpus work to MIDI at `dest` (atomically), within `timeout`: MusicXML files with
-    `midilm.music.musicxml` (no music21 needed), other formats (Humdrum, ABC) parsed by music21 and written
+    `midilm.music.musicxml` (no music21 parse), other formats (Humdrum, ABC) parsed by music21 and written
     from their notes (`piece_from_music21`). Repeats are played once as written."""
-    dest = Path(dest)
-    with _no_output_past_limit(dest), time_limit(timeout, "music21 conversion"):
-        if number is None and corpus_path.lower().endswith(_MUSICXML_SUFFIXES):
-            from midilm.music.musicxml import MusicXmlError
 
-            try:
-                _write_score_file(music21_corpus_file(corpus_path), dest)
-                return dest
-            except MusicXmlError as e:  # e.g. score-timewise: music21 reads those
-                log.info("%s; converting it with music21", e)
+    def parse():
         from music21 import corpus
 
         kwargs = {"number": int(number) if number.isdigit() else number} if number else {}
-        _write_piece(piece_from_music21(corpus.parse(corpus_path, **kwargs)), dest)
-    return dest
+        return corpus.parse(corpus_path, **kwargs)
+
+    # a numbered work is one tune of a multi-work file, which only music21 splits
+    score_file = music21_corpus_file(corpus_path) if number is None else None
+    return _convert(score_file, parse, Path(dest), timeout, "music21 conversion")
 
 
 def convert_score(score_path: str | Path, dest: str | Path, timeout: float | None = 600.0) -> Path:
     """Convert a score file to MIDI at `dest` (atomically), within `timeout`: MusicXML (.mxl, .xml,
     .musicxml) with `midilm.music.musicxml`, anything else music21 parses (ABC, Humdrum) through music21
     and `piece_from_music21`. Repeats are played once as written."""
-    dest = Path(dest)
-    with _no_output_past_limit(dest), time_limit(timeout, "score conversion"):
-        if str(score_path).lower().endswith(_MUSICXML_SUFFIXES):
+
+    def parse():
+        from music21 import converter
+
+        return converter.parse(str(score_path))
+
+    return _convert(Path(score_path), parse, Path(dest), timeout, "score conversion")
+
+
+def _convert(score_file: Path | None, parse: Callable, dest: Path, timeout: float | None, what: str) -> Path:
+    """MusicXML through our reader when `score_file` is one it reads, else (or when it refuses the file, e.g.
+    score-timewise) music21's `parse()` and `piece_from_music21`; written to `dest` within `timeout`."""
+    with _no_output_past_limit(dest), time_limit(timeout, what):
+        if score_file is not None and score_file.name.lower().endswith(_MUSICXML_SUFFIXES):
             from midilm.music.musicxml import MusicXmlError
 
             try:
-                _write_score_file(score_path, dest)
+                _write_score_file(score_file, dest)
                 return dest
             except MusicXmlError as e:
                 log.info("%s; converting it with music21", e)
-        from music21 import converter
-
-        _write_piece(piece_from_music21(converter.parse(str(score_path))), dest)
+        _write_piece(piece_from_music21(parse()), dest)
     return dest
 
 

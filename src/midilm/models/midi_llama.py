@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from midilm.annotate.questions import TONICS, normalise_key
 from midilm.models.conversation import IGNORE, Encoded
 from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
 
@@ -181,10 +182,7 @@ def pitch_class_profile(notes: np.ndarray) -> np.ndarray:
 
 KEYS = 24  # 12 major keys (tonic C first), then 12 minor keys
 KEY_MODES = ("major", "minor")
-KEY_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-KEY_NAMES = tuple(f"{t} {m}" for m in KEY_MODES for t in KEY_TONICS)
-_TONIC_PC = {t: i for i, t in enumerate(KEY_TONICS)} | {"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11,
-                                                        "E#": 5, "Fb": 4, "B#": 0}
+KEY_NAMES = tuple(f"{t} {m}" for m in KEY_MODES for t in TONICS)  # the analysis's spellings
 KEY_EVIDENCE = 11  # pitch-class histograms in `key_evidence`
 _ROTATE = (np.arange(PITCH_CLASSES)[None, :] + np.arange(PITCH_CLASSES)[:, None]) % PITCH_CLASSES
 
@@ -387,8 +385,9 @@ class KeyGuide:
             share = lm[toks].logsumexp(0)
             sure = [t for t in cands if t not in self.ambiguous]
             if inside:  # a key name already begun after its trigger is finished as one: only its continuations
-                lm = torch.where(torch.isin(torch.arange(len(lm), device=lm.device), toks), lm, -torch.inf)
-                lm = lm.log_softmax(-1)
+                only = torch.full_like(lm, -torch.inf)
+                only[toks] = lm[toks]
+                lm = only.log_softmax(-1)
             elif not self.names_a_key(lm, list(cands), sure):
                 continue
             mass = torch.tensor(list(cands.values()), device=scores.device).clamp_min(1e-9).log()
@@ -400,12 +399,12 @@ class KeyGuide:
 
 
 def key_index(name: str | None) -> int | None:
-    """"G major" -> 7, "E minor" -> 16; None for anything else (enharmonic spellings accepted)."""
-    tonic, _, mode = str(name or "").strip().partition(" ")
-    pc = _TONIC_PC.get(tonic)
-    if pc is None or mode not in KEY_MODES:
+    """"G major" -> 7, "E minor" -> 16; None where no key is named (enharmonic spellings accepted)."""
+    key = normalise_key(name) if name else None
+    if key is None:
         return None
-    return KEY_MODES.index(mode) * PITCH_CLASSES + pc
+    tonic, mode = key.split(" ")
+    return KEY_MODES.index(mode) * PITCH_CLASSES + TONICS.index(tonic)
 
 
 def merge_lora_files(llm, adapter_dir: Path) -> bool:

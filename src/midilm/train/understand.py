@@ -516,16 +516,6 @@ def build_model(cfg: UnderstandConfig):
     return model, Path(cfg.encoder)
 
 
-def read_config_of(model_dir: str):
-    from midilm.models.midi_llama import read_config
-
-    return read_config(Path(model_dir))
-
-
-def _reads_pitch_classes(model_dir: str) -> bool:
-    return read_config_of(model_dir).pitch_classes
-
-
 def model_settings(cfg: UnderstandConfig, mcfg) -> UnderstandConfig:
     """The config with the model's own projector and pooling (stage 2 inherits them from its --init), so that
     train_config.json and midilm.json agree."""
@@ -577,8 +567,11 @@ def train_understand(cfg: UnderstandConfig, callbacks=()) -> Path:
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    widened = cfg.stage == 2 and cfg.pitch_classes and bool(cfg.init) and not _reads_pitch_classes(cfg.init)
-    new_key = cfg.key_pathway and not (cfg.stage == 2 and cfg.init and read_config_of(cfg.init).key_pathway)
+    from midilm.models.midi_llama import read_config
+
+    init_cfg = read_config(Path(cfg.init)) if cfg.stage == 2 and cfg.init else None
+    widened = cfg.pitch_classes and init_cfg is not None and not init_cfg.pitch_classes
+    new_key = cfg.key_pathway and not (init_cfg is not None and init_cfg.key_pathway)
     model, encoder_dir = build_model(cfg)
     cfg = model_settings(cfg, model.config)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

@@ -14,9 +14,10 @@
 # steps. INIT=warm:MODEL_DIR continues a trained model (e.g. the shipped one) with stage 2 instead of
 # starting from scratch. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
 # INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS; P_SHORT and SHORT_LEN: the share of stage-2
-# examples cut to SHORT_LEN music ids, `T2MConfig.p_short`). It resumes from the last checkpoint
-# in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it prints the validation loss of the result
-# next to the shipped model's on the same packed validation rows.
+# examples cut to SHORT_LEN music ids, `T2MConfig.p_short`; DISTILL and P_DISTILL: a self-distillation set of
+# scripts/t2m_distill.py and the share of stage-2 examples drawn from it, `T2MConfig.distill`). It resumes from
+# the last checkpoint in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it
+# prints the validation loss of the result next to the shipped model's on the same packed validation rows (VALIDATE=0 skips that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKED=${1:-runs/t2m-packed}
@@ -36,7 +37,7 @@ export PACKED OUT
 export HIDDEN=${HIDDEN:-256} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} KV_HEADS=${KV_HEADS:-2} INTER=${INTER:-704}
 export INIT=${INIT:-structured} STAGE1=${STAGE1:-300} STAGE2=${STAGE2:-3000} BATCH=${BATCH:-32}
 export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024} SAVE_STEPS=${SAVE_STEPS:-500} LOG_STEPS=${LOG_STEPS:-20}
-export P_SHORT=${P_SHORT:-0} SHORT_LEN=${SHORT_LEN:-240}
+export P_SHORT=${P_SHORT:-0} SHORT_LEN=${SHORT_LEN:-240} DISTILL=${DISTILL:-} P_DISTILL=${P_DISTILL:-0}
 
 "$PY" - <<'EOF'
 """Train from the packed rows: a text-only Llama (random, BPE on the training captions) is expanded with
@@ -74,7 +75,8 @@ settings = dict(max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ[
                 stage2_steps=int(os.environ["STAGE2"]), batch_size=int(os.environ["BATCH"]), lr=float(os.environ["LR"]),
                 bf16=torch.cuda.is_available(), logging_steps=int(os.environ["LOG_STEPS"]),
                 save_steps=int(os.environ["SAVE_STEPS"]), resume=True, p_short=float(os.environ["P_SHORT"]),
-                short_len=int(os.environ["SHORT_LEN"]))
+                short_len=int(os.environ["SHORT_LEN"]), distill=os.environ["DISTILL"] or None,
+                p_distill=float(os.environ["P_DISTILL"]))
 
 if init.startswith("warm:"):
     # continue a trained text-to-MIDI model (its tokenizer, sizes and rows) with stage 2 on this data
@@ -96,8 +98,8 @@ if init.startswith("warm:"):
     (model_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     pieces = load_packed(packed, "train")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    stream = t2m.PackedStream(lambda r: t2m.sft_example(r.choice(pieces), layout, tok, cfg, r), cfg.max_len, pad,
-                              cfg.seed + 1)
+    distilled = t2m.load_distilled(cfg.distill) if cfg.distill and cfg.p_distill > 0 else None
+    stream = t2m.PackedStream(t2m.stage2_example(pieces, layout, tok, cfg, distilled), cfg.max_len, pad, cfg.seed + 1)
     trainer, history = t2m.run_stage(model, stream, cfg, layout, model_dir, cfg.stage2_steps, "stage2")
     trainer.save_model(str(model_dir))
     (model_dir / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")
@@ -131,4 +133,5 @@ else:
 print(f"model: {model_dir}")
 EOF
 
+[ "${VALIDATE:-1}" = 0 ] && exit 0  # VALIDATE=0: no validation-loss comparison at the end (measured apart)
 "$PY" benchmarks/validation_loss.py --data "$PACKED" --models "$OUT/model" src/midilm/data/models/midilm-t2m-tiny

@@ -34,7 +34,8 @@ from midilm.models.vocab import MusicLayout
 from midilm.train.packing import IGNORE, PackedStream, SkipExample, collate_rows, iterable_dataset, single_rows
 
 __all__ = ["T2MConfig", "Piece", "PackedStream", "SkipExample", "load_pieces", "make_caption", "sft_example",
-           "text_examples", "build_model", "resolve_defaults", "train_t2m", "dry_run", "loss_blocks", "block_loss"]
+           "Distilled", "load_distilled", "distilled_example", "stage2_example", "text_examples", "build_model",
+           "resolve_defaults", "train_t2m", "dry_run", "loss_blocks", "block_loss"]
 
 
 @dataclass
@@ -70,6 +71,11 @@ class T2MConfig:
     # help: docs/t2m_training.md section 7.
     p_short: float = 0.0
     short_len: int = 240
+    # Self-distillation (scripts/t2m_distill.py): a JSONL of {"caption", "events"} rows, the model's own steered
+    # outputs that passed its filters (in the caption's key, no long silence, a melody that moves), and the share
+    # of stage-2 examples drawn from it instead of a real piece. Off by default; the stream is unchanged when off.
+    distill: str | None = None
+    p_distill: float = 0.0
     block_loss: bool = True
     bf16: bool | None = None  # None: on for a real LLM on a GPU with bf16, else off
     optim: str = "adamw_torch"  # any TrainingArguments optim; "sgd" has no optimizer state
@@ -189,6 +195,57 @@ def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rn
     ids = head + [layout.music_id(t) for t in music]
     labels = [IGNORE] * len(head) + ids[len(head) :]
     return ids, labels
+
+
+@dataclass
+class Distilled:
+    caption: str
+    events: list[int]
+
+
+def load_distilled(path: str | Path) -> list[Distilled]:
+    """The rows of a self-distillation set (`scripts/t2m_distill.py select`): a caption and AMT events each."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            events = [int(t) for t in row.get("events") or []]
+            if not row.get("caption") or not events or len(events) % 3:
+                raise ValueError(f"{path}:{n}: a distilled row needs a caption and whole (time, duration, note) events")
+            rows.append(Distilled(str(row["caption"]), events))
+    if not rows:
+        raise ValueError(f"{path}: no distilled rows")
+    return rows
+
+
+def distilled_example(row: Distilled, layout: MusicLayout, tokenizer, cfg: T2MConfig):
+    """A stage-2 example from a distilled row, as `sft_example` lays one out: the caption's prompt and flag masked,
+    the music from its start (where the key is set) as far as `max_len` allows. No augmentation and no caption
+    dropout: the row teaches what this caption asks for."""
+    prompt = tokenizer(layout.prompt_text(row.caption), add_special_tokens=True)["input_ids"]
+    budget = cfg.max_len - len(prompt) - 1
+    music = row.events[: max(budget, 0) // 3 * 3]
+    if not music:
+        raise SkipExample("distilled caption leaves no room for music")
+    head = prompt + [layout.music_id(V.AUTOREGRESS)]
+    ids = head + [layout.music_id(t) for t in music]
+    return ids, [IGNORE] * len(head) + ids[len(head) :]
+
+
+def stage2_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfig,
+                   distilled: list[Distilled] | None = None):
+    """The stage-2 example function of a PackedStream: a real piece (`sft_example`), or with probability
+    `cfg.p_distill` a distilled row; with no distilled rows or p_distill 0 it draws exactly as before."""
+    mix = bool(distilled) and cfg.p_distill > 0
+
+    def example(r: random.Random):
+        if mix and r.random() < cfg.p_distill:
+            return distilled_example(r.choice(distilled), layout, tokenizer, cfg)
+        return sft_example(r.choice(pieces), layout, tokenizer, cfg, r)
+
+    return example
 
 
 def text_examples(pieces: list[Piece], rng: random.Random) -> list[str]:
@@ -396,8 +453,9 @@ def train_t2m(cfg: T2MConfig) -> Path:
             held = eval_rows(load_pieces(cfg.data, cfg.eval_split, cfg.eval_pieces), layout, tokenizer, cfg, pad)
             if not held:
                 raise ValueError(f"no {cfg.eval_split} pieces in {cfg.data} to evaluate on")
+        distilled = load_distilled(cfg.distill) if cfg.distill and cfg.p_distill > 0 else None
         trainer, h = run_stage(
-            model, PackedStream(lambda r: sft_example(r.choice(pieces), layout, tokenizer, cfg, r), cfg.max_len, pad,
+            model, PackedStream(stage2_example(pieces, layout, tokenizer, cfg, distilled), cfg.max_len, pad,
                                 cfg.seed + 1), cfg, layout, out, cfg.stage2_steps, "stage2", held)
         history += h
 

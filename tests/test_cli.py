@@ -192,6 +192,10 @@ def test_train_understand_flags_reach_the_config():
     keyed = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2",
                                        "--key-pathway", "--source-boost", "freedoom=4"])
     assert keyed.key_pathway is True and keyed.source_boost == "freedoom=4"
+    guided = build_parser().parse_args(["train", "understand", "--data", "D", "-o", "O", "--stage", "2",
+                                        "--genre-pathway", "--genre-guide", "2", "--instrument-guide"])
+    assert guided.genre_pathway is True and guided.genre_guide == 2.0 and guided.instrument_guide is True
+    assert plain.genre_pathway is False and plain.instrument_guide is False
 
 
 def test_train_understand_baseline_takes_the_caption_style():

@@ -365,14 +365,15 @@ def test_key_guide_names_the_classifiers_key_only_where_the_lm_names_one():
 
     from transformers import AutoTokenizer
 
-    from midilm.models.midi_llama import KEY_NAMES, KeyGuide, key_name_paths
+    from midilm.models.midi_llama import KEY_NAMES, key_name_paths
+    from midilm.models.name_guide import NameGuide
 
     tok = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "src/midilm/data/models/midilm-understand-tiny/llm")
     ids = {w: tok(w, add_special_tokens=False).input_ids[0] for w in (" in", " C", " G", " D", " major", " minor", "A",
                                                                       "#", " pop", ".", "D")}
     probs = torch.zeros(1, 24)
     probs[0, KEY_NAMES.index("D major")], probs[0, KEY_NAMES.index("B minor")] = 0.7, 0.3
-    guide = KeyGuide(key_name_paths(tok), probs, strength=4.0, gate=0.3, ambiguous=frozenset({ids["A"], ids["D"]}))
+    guide = NameGuide(key_name_paths(tok), probs, strength=4.0, gate=0.3, ambiguous=frozenset({ids["A"], ids["D"]}))
     vocab = len(tok)
 
     def scores(pref: dict[str, float]) -> torch.Tensor:
@@ -405,3 +406,96 @@ def test_key_guide_names_the_classifiers_key_only_where_the_lm_names_one():
     # where no key name can follow, nothing changes
     other = scores({" C": 2.0, " G": 1.5})
     assert torch.allclose(step([" pop"], other), other.log_softmax(-1)[0], atol=1e-5)
+
+
+def _shipped_tokenizer():
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    shipped = Path(__file__).parents[1] / "src/midilm/data/models/midilm-understand-tiny"
+    return AutoTokenizer.from_pretrained(shipped / "llm")
+
+
+def _guided_step(guide, tok, generated: str, prefs: dict[str, float]) -> torch.Tensor:
+    """The guide's log-probabilities after `generated` (token ids of the text) where the LM's scores are -20
+    except the first tokens of the words in `prefs`."""
+    s = torch.full((1, len(tok)), -20.0)
+    for w, v in prefs.items():
+        s[0, tok(w, add_special_tokens=False).input_ids[0]] = v
+    ids = tok(generated, add_special_tokens=False).input_ids if generated else []
+    return guide(torch.tensor([ids], dtype=torch.long), s).log_softmax(-1)[0]
+
+
+def test_genre_guide_opens_the_caption_with_the_classifiers_phrase_and_leaves_other_answers_alone():
+    from midilm.models.midi_llama import genre_name_paths
+    from midilm.models.name_guide import NameGuide, single_tokens
+
+    tok = _shipped_tokenizer()
+    first = {w: tok(w, add_special_tokens=False).input_ids[0] for w in (" classical", " video", " folk", " minor", ".")}
+    classes = [["classical", "string quartet"], ["video game", "piece"], ["folk", "reel"]]
+    probs = torch.tensor([[0.9, 0.05, 0.05]])
+    guide = NameGuide(genre_name_paths(tok, classes), probs, strength=1.0, gate=0.3,
+                      ambiguous=single_tokens(tok, tuple("ABCDEFG") + ("An",)), lm_weight=0.25)
+    # after the caption's "A" the LM is sure of "video game", the classifier of "classical": the classifier wins
+    after_a = _guided_step(guide, tok, "A", {" video": 6.0, " classical": 0.0, ".": 2.0})
+    assert int(after_a.argmax()) == first[" classical"]
+    assert after_a[first["."]] == -torch.inf  # a phrase is due there: nothing else may follow the article
+    # a begun phrase is finished as one of the classes' phrases ("A classical" -> "... string quartet")
+    begun = tok("A classical", add_special_tokens=False).input_ids
+    rest = tok("A classical string quartet", add_special_tokens=False).input_ids[len(begun)]
+    assert int(_guided_step(guide, tok, "A classical", {".": 3.0}).argmax()) == rest
+    # "A minor." (a mode answer) is no genre: where the LM gives the phrases almost nothing, nothing changes
+    mode = _guided_step(guide, tok, "A", {" minor": 8.0, " video": -6.0})
+    s = torch.full((1, len(tok)), -20.0)
+    s[0, first[" minor"]], s[0, first[" video"]] = 8.0, -6.0
+    assert torch.allclose(mode, s.log_softmax(-1)[0], atol=1e-5)
+    # the genre word of an answer ("The piece belongs to the ... genre.") is the classifier's as well
+    word = _guided_step(guide, tok, "The piece belongs to the", {" folk": 5.0, " classical": 0.0})
+    assert int(word.argmax()) == first[" classical"]
+
+
+def test_instrument_guide_names_only_instruments_the_notes_hold_each_once():
+    from midilm.models.midi_llama import INSTRUMENT_WORDS, instrument_name_paths, instrument_presence
+    from midilm.models.name_guide import NameGuide
+
+    tok = _shipped_tokenizer()
+    first = {w: tok(w, add_special_tokens=False).input_ids[0] for w in (" drums", " violin", " viola", " cello", " in")}
+    notes = np.array([[0, 0, p, 60, 4, 20, 0, 0] for p in (40, 41, 42)])  # violin, viola and cello programs
+    present = instrument_presence(notes)
+    assert [INSTRUMENT_WORDS[i] for i in np.flatnonzero(present)] == ["violin", "viola", "cello"]
+    guide = NameGuide(instrument_name_paths(tok), torch.from_numpy(present)[None], strength=1.0, gate=0.3,
+                      exclusive=True, hard=True)
+    # after "for" an instrument is due: the LM's drums (not in the notes) give way to the strings
+    after_for = _guided_step(guide, tok, "A classical string quartet for", {" drums": 6.0, " violin": 1.0,
+                                                                             " in": 3.0})
+    assert int(after_for.argmax()) == first[" violin"]
+    assert after_for[first[" drums"]] == -torch.inf
+    # a named instrument is not named again
+    again = _guided_step(guide, tok, "A classical string quartet for violin,", {" violin": 6.0, " viola": 0.0})
+    assert int(again.argmax()) == first[" viola"]
+    # with every instrument named, the list ends where the LM would name drums
+    done = _guided_step(guide, tok, "A classical string quartet for violin, viola and cello,", {" drums": 6.0,
+                                                                                                " in": 2.0})
+    assert int(done.argmax()) == first[" in"]
+    # outside an instrument list nothing changes
+    s = torch.full((1, len(tok)), -20.0)
+    s[0, first[" in"]] = 2.0
+    assert torch.allclose(_guided_step(guide, tok, "The piece", {" in": 2.0}), s.log_softmax(-1)[0], atol=1e-5)
+
+
+def test_genre_pathway_fits_saves_and_loads(tmp_path):
+    from midilm.models.midi_llama import GENRE_TRAITS, GenrePathway, piece_traits
+
+    drums = np.array([[b, p, 128, 164, 2, 25, 0, 40] for b in range(8) for p in (0, 8, 16, 24)])
+    strings = np.array([[b, 0, prog, 60 + prog - 40, 8, 16, 0, 30] for b in range(8) for prog in (40, 41, 42, 42)])
+    t_drums, t_strings = piece_traits(drums), piece_traits(strings)
+    assert t_drums.shape == (GENRE_TRAITS,) and t_drums[0] == 1.0 and t_strings[0] == 0.0  # the drum share
+    rng = np.random.default_rng(0)
+    x = np.concatenate([t_drums + rng.normal(0, 0.01, (20, GENRE_TRAITS)),
+                        t_strings + rng.normal(0, 0.01, (20, GENRE_TRAITS))]).astype(np.float32)
+    y = np.repeat([0, 1], 20)
+    gp = GenrePathway(2)
+    assert gp.fit(x, y, np.r_[np.full(20, 0.5), np.full(20, 2.0)], steps=100) == 1.0
+    p = gp.probs([drums, strings])
+    assert int(p[0].argmax()) == 0 and int(p[1].argmax()) == 1

@@ -68,7 +68,8 @@ def test_stages_reference_the_base_and_load_for_answers(tmp_path):
     # stage 2 once more, now with the key pathway: its classifier is fitted to the rows' key labels before the
     # run, it is saved in the projector file, the model then has one more prefix slot, and answers load and run
     s4 = train_understand(UnderstandConfig(output=str(tmp_path / "s4"), stage=2, init=str(s3), key_pathway=True,
-                                           transpose=2, source_boost="folder=3", **common))
+                                           transpose=2, source_boost="folder=3", genre_pathway=True, genre_min_rows=1,
+                                           instrument_guide=True, **common))
     fit = json.loads((s4 / "key_fit.json").read_text())
     assert fit["key_fit_rows"] > 0 and 0.0 <= fit["key_fit_accuracy"] <= 1.0
     manifest = json.loads((s4 / "midilm.json").read_text())
@@ -76,7 +77,11 @@ def test_stages_reference_the_base_and_load_for_answers(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(s4 / "projector.safetensors"), "pt") as f:
-        assert {"key_pathway.scorer.weight", "key_pathway.embeddings"} <= set(f.keys())
+        assert {"key_pathway.scorer.weight", "key_pathway.embeddings", "genre_pathway.scorer.weight"} <= set(f.keys())
+    # the genre pathway (fitted to the rows' genre-and-form phrases) and both guides are on in the saved model
+    genre_fit = json.loads((s4 / "genre_fit.json").read_text())
+    assert genre_fit["genre_fit_rows"] > 0 and manifest["genre_classes"] == genre_fit["genre_classes"]
+    assert manifest["genre_guide"] > 0 and manifest["instrument_guide"] is True
     model = load_understanding_model(s4, device="cpu", dtype="fp32")
     assert model.model.config.slots == 2
     assert isinstance(model.ask(read_midi(files[0]), "Is it major or minor?", max_new_tokens=8), str)

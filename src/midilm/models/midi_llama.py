@@ -42,14 +42,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from midilm.annotate.captions import spelled_key
 from midilm.annotate.questions import TONICS, normalise_key
 from midilm.models.conversation import IGNORE, Encoded
 from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
+from midilm.models.name_guide import NameGuide, NamePath, single_tokens, token_ids
+from midilm.music.gm import PLAIN_NAMES, plain_name
 
 KIND = "midi-llama"
 CONFIG_NAME = MANIFEST
 PROJECTOR_NAME = "projector.safetensors"
 KEY_PREFIX = "key_pathway."  # the key pathway's tensors in projector.safetensors
+GENRE_PREFIX = "genre_pathway."  # and the genre pathway's
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
@@ -85,6 +89,15 @@ class MidiLlamaConfig:
     # key-name tokens), those tokens' share is redistributed in proportion to p_LM * p_classifier ** strength
     key_guide: float = 0.0
     key_guide_gate: float = 0.3
+    # a genre pathway (GenrePathway; beyond the paper): a classifier of the caption's genre-and-form phrase
+    # ("classical string quartet", "rock groove") from plain note traits, one class per [genre, form] here
+    # (empty: none); with `genre_guide` > 0 it guides decoding where the LM names a genre, as `key_guide` does
+    genre_classes: list[list[str]] = field(default_factory=list)
+    genre_guide: float = 0.0
+    genre_lm_weight: float = 0.25  # the genre guide's mix: p_LM ** this * p_classifier ** genre_guide
+    # instrument-guided decoding: where the LM names instruments, only those the MIDI programs hold, each once
+    instrument_guide: bool = False
+    guide_gate: float = 0.3  # the genre and instrument guides' gate (`key_guide_gate` for theirs)
     clip_seconds: float = 20.0  # the clip length of the training data (documentation for users)
     extra: dict = field(default_factory=dict)
 
@@ -279,28 +292,12 @@ class KeyPathway(nn.Module):
         """Train the classifier (full batch, Adam, cross-entropy) on [N, 12, F] evidence and [N] key indices;
         sets the standardisation from the same rows. Returns the training accuracy."""
         x = torch.as_tensor(np.asarray(evidence, dtype=np.float32))
-        y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         flat = x.reshape(-1, x.shape[-1])
         with torch.no_grad():
             self.evidence_mean.copy_(flat.mean(0))
             self.evidence_std.copy_(flat.std(0).clamp_min(1e-4))
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.scorer.weight.normal_(0.0, 0.01, generator=gen)
-            self.scorer.bias.zero_()
-        trainable = [p.requires_grad for p in self.scorer.parameters()]
-        self.scorer.requires_grad_(True)
-        opt = torch.optim.Adam(self.scorer.parameters(), lr=lr, weight_decay=weight_decay)
-        with torch.enable_grad():
-            for _ in range(steps):
-                opt.zero_grad()
-                loss = nn.functional.cross_entropy(self.logits(x), y)
-                loss.backward()
-                opt.step()
-        for p, flag in zip(self.scorer.parameters(), trainable):
-            p.requires_grad_(flag)
-        with torch.no_grad():
-            return float((self.logits(x).argmax(-1) == y).float().mean())
+        return fit_linear(self.scorer, self.logits, x, torch.as_tensor(np.asarray(labels, dtype=np.int64)),
+                          steps=steps, lr=lr, weight_decay=weight_decay, seed=seed)
 
 
 # a key name follows these in the answers and captions ("It is in G major.", "in a minor key, A minor.")
@@ -308,94 +305,194 @@ _KEY_TRIGGERS = (" in", " is", " key,")
 _MODE_TRIGGERS = (" a",)  # and a bare mode word this ("It is in a minor key.")
 # at the answer's start a tonic letter may also begin a word ("A pop piece", "Drums.", "Bass and piano.")
 _AMBIGUOUS = tuple("ABCDEFG")
-DOMINANT = 0.5  # an ambiguous start token the LM gives this much probability is taken as that word, not a key
+# a genre word follows these ("The piece belongs to the pop genre.", "Its style is folk."); the caption's
+# genre-and-form phrase follows its article at the start ("A classical string quartet for ...")
+_GENRE_TRIGGERS = (" style is", " genre is")
+_GENRE_NOUN_TRIGGERS = (" to the",)  # "belongs to the pop genre": the word and " genre" are one name
+# an instrument name is due after " for" ("A pop piece for piano"), and may follow the others ("for violin, viola
+# and cello", "played by a piano")
+_INSTRUMENT_TRIGGERS = (",", " and", " by", " a")
+_INSTRUMENT_LIST = (" for",)
+# every instrument word a caption or answer uses: the GM programs' plain names, then the drum kit's
+INSTRUMENT_WORDS = tuple(dict.fromkeys(PLAIN_NAMES)) + ("drums",)
 
 
-def key_name_paths(tokenizer) -> list[tuple[tuple[int, ...], tuple[int, ...], bool, tuple[tuple[int, ...], ...]]]:
-    """The token sequences that name a key or a mode in the model's answers, each as (tokens, the key indices
-    (0-23) it names, whether it may start the answer, the token sequences it may follow). Bare mode words name
-    the 12 keys of their mode."""
-    from midilm.annotate.captions import spelled_key
-
-    def ids(text: str) -> tuple[int, ...]:
-        return tuple(tokenizer(text, add_special_tokens=False).input_ids)
-
-    after_key, after_mode = tuple(map(ids, _KEY_TRIGGERS)), tuple(map(ids, _MODE_TRIGGERS))
+def key_name_paths(tokenizer) -> list[NamePath]:
+    """The token sequences that name a key or a mode in the model's answers, each naming key indices (0-23);
+    bare mode words name the 12 keys of their mode."""
+    after_key, after_mode = (tuple(token_ids(tokenizer, t) for t in ts) for ts in (_KEY_TRIGGERS, _MODE_TRIGGERS))
     paths = []
     for k, name in enumerate(KEY_NAMES):
         for text in dict.fromkeys((name, spelled_key(name))):
-            paths.append((ids(" " + text), (k,), False, after_key))
-        paths.append((ids(name), (k,), True, ()))
+            paths.append(NamePath(token_ids(tokenizer, " " + text), (k,), after=after_key))
+        paths.append(NamePath(token_ids(tokenizer, name), (k,), at=((),)))
     for m, mode in enumerate(KEY_MODES):
         keys = tuple(range(m * PITCH_CLASSES, (m + 1) * PITCH_CLASSES))
-        paths.append((ids(" " + mode), keys, False, after_mode))
-        paths.append((ids(mode.capitalize()), keys, True, ()))
+        paths.append(NamePath(token_ids(tokenizer, " " + mode), keys, after=after_mode))
+        paths.append(NamePath(token_ids(tokenizer, mode.capitalize()), keys, at=((),)))
     return paths
 
 
-class KeyGuide:
-    """A logits processor for `generate`: where the generated text is about to name a key (or a mode) by one of
-    `key_name_paths` and the LM agrees (at least `gate` of its probability on the tokens that would continue a
-    key name there; `names_a_key` for the letters that also start words), the LM's probability of those tokens
-    is shared out again in proportion to p_LM(token) * p_key(token) ** strength, where p_key(token) is the key
-    classifier's probability of the keys that token leads to (given what was already written of the name).
-    Elsewhere the scores are untouched. The LM decides whether a key is named; the key pathway which one."""
+def genre_phrase(genre: str, form: str) -> str:
+    """A genre class's phrase as the fact caption writes it: "classical string quartet", "piece"."""
+    return " ".join(x for x in (genre, form) if x)
 
-    def __init__(self, paths, probs: torch.Tensor, strength: float, gate: float, ambiguous: frozenset[int]):
-        self.paths, self.probs, self.strength, self.gate, self.ambiguous = paths, probs.float(), strength, gate, \
-            ambiguous
 
-    def candidates(self, generated: list[int], row: int) -> tuple[dict[int, float], bool]:
-        """Next tokens that continue a key name here, each with the classifier's probability of its keys, and
-        whether a name is already begun (else they would start one; a letter at the answer's start, which may begin
-        another word, counts as not begun)."""
-        keys: dict[int, set[int]] = {}
-        inside = False
-        n = len(generated)
-        for tokens, named, at_start, after in self.paths:
-            for done in range(len(tokens)):
-                start = n - done
-                if start < 0 or (done and tuple(generated[start:]) != tokens[:done]):
-                    continue
-                follows = any(0 < len(a) <= start and tuple(generated[start - len(a) : start]) == a for a in after)
-                if (start == 0 and at_start) or follows:
-                    keys.setdefault(tokens[done], set()).update(named)
-                    inside = inside or (done > 0 and tokens[0] not in self.ambiguous)
-        p = self.probs[row]
-        return {t: float(p[list(ks)].sum()) for t, ks in keys.items()}, inside
+def genre_name_paths(tokenizer, classes: Sequence[Sequence[str]]) -> list[NamePath]:
+    """The token sequences that name a genre class ([genre, form]): its whole phrase after the caption's
+    opening article ("A" or "An", as `captions.fact_caption` chooses it), and its genre word after "style is",
+    "genre is", "to the" (then with " genre") or capitalised at the answer's start ("Pop."), naming every class
+    of that genre."""
+    after, before_noun = (tuple(token_ids(tokenizer, t) for t in ts) for ts in (_GENRE_TRIGGERS, _GENRE_NOUN_TRIGGERS))
+    paths = []
+    by_genre: dict[str, list[int]] = {}
+    for c, (genre, form) in enumerate(classes):
+        phrase = genre_phrase(genre, form)
+        article = "An" if phrase[:1].lower() in "aeiou" else "A"
+        paths.append(NamePath(token_ids(tokenizer, " " + phrase), (c,), at=(token_ids(tokenizer, article),),
+                              force=True))
+        if genre:
+            by_genre.setdefault(genre, []).append(c)
+    for genre, cs in by_genre.items():
+        paths.append(NamePath(token_ids(tokenizer, " " + genre), tuple(cs), after=after, force=True))
+        paths.append(NamePath(token_ids(tokenizer, f" {genre} genre"), tuple(cs), after=before_noun, force=True))
+        start = token_ids(tokenizer, genre[:1].upper() + genre[1:])
+        if len(tokenizer.decode(start[:1])) > 2:  # a letter or two may start any other word
+            paths.append(NamePath(start, tuple(cs), at=((),)))
+    return paths
 
-    def names_a_key(self, lm: torch.Tensor, cands: list[int], sure: list[int]) -> bool:
-        """Whether the LM (log-probabilities) is about to start a key name: `gate` of its probability on tokens
-        that can only start one, or on all that can with no single ambiguous one (the "D" of "Drums.", the
-        "A" of "A pop piece") taking most of it."""
-        p = lm.exp()
-        if sure and float(p[sure].sum()) >= self.gate:
-            return True
-        unsure = [t for t in cands if t in self.ambiguous]
-        return float(p[cands].sum()) >= self.gate and (not unsure or float(p[unsure].max()) < DOMINANT)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        out = scores.clone()
-        for b in range(scores.shape[0]):
-            cands, inside = self.candidates(input_ids[b].tolist(), b)
-            if not cands:
-                continue
-            toks = torch.tensor(list(cands), device=scores.device)
-            lm = scores[b].float().log_softmax(-1)
-            share = lm[toks].logsumexp(0)
-            sure = [t for t in cands if t not in self.ambiguous]
-            if inside:  # a key name already begun after its trigger is finished as one: only its continuations
-                only = torch.full_like(lm, -torch.inf)
-                only[toks] = lm[toks]
-                lm = only.log_softmax(-1)
-            elif not self.names_a_key(lm, list(cands), sure):
-                continue
-            mass = torch.tensor(list(cands.values()), device=scores.device).clamp_min(1e-9).log()
-            mixed = (lm[toks] + self.strength * mass).log_softmax(0)
-            row = lm.clone()  # log-probabilities, so that the candidates' new share is on the same scale
-            row[toks] = share + mixed
-            out[b] = row.to(out.dtype)
-        return out
+def instrument_name_paths(tokenizer) -> list[NamePath]:
+    """The token sequences that name each of `INSTRUMENT_WORDS` inside an instrument list."""
+    after, due = (tuple(token_ids(tokenizer, t) for t in ts) for ts in (_INSTRUMENT_TRIGGERS, _INSTRUMENT_LIST))
+    return [NamePath(token_ids(tokenizer, " " + w), (i,), after=a, force=force)
+            for i, w in enumerate(INSTRUMENT_WORDS) for a, force in ((after, False), (due, True))]
+
+
+def instrument_presence(notes: np.ndarray) -> np.ndarray:
+    """[len(INSTRUMENT_WORDS)] float32: 1 for each instrument word whose GM program (or the drum kit) plays
+    in these OctupleMIDI notes, else 0."""
+    from midilm.codecs.octuple import FIELDS
+
+    n = np.asarray(notes, dtype=np.int64).reshape(-1, 8)
+    out = np.zeros(len(INSTRUMENT_WORDS), dtype=np.float32)
+    for program in np.unique(n[:, FIELDS.index("program")]).tolist():
+        out[INSTRUMENT_WORDS.index(plain_name(int(program)))] = 1.0
+    return out
+
+
+GENRE_TRAITS = 56  # values in `piece_traits`
+_GM_FAMILIES = 16
+
+
+def piece_traits(notes: np.ndarray) -> np.ndarray:
+    """[GENRE_TRAITS] float32: plain traits of OctupleMIDI notes that tell sources and styles apart without
+    reading any label: the drum kit's share, the GM families' shares, how many programs, polyphony, note
+    density, the velocities' spread and how many distinct ones (quantised scores have one), tempo and its
+    changes, the time signature, pitch range and register, note lengths, how on-grid the onsets are, length."""
+    from midilm.codecs.octuple import DUR_DEC, FIELDS, MAX_INST, POS_RESOLUTION, TS_LIST, tempo_value
+
+    n = np.asarray(notes, dtype=np.int64).reshape(-1, 8)
+    if not len(n):
+        return np.zeros(GENRE_TRAITS, dtype=np.float32)
+    col = {f: n[:, i] for i, f in enumerate(FIELDS)}
+    drum = col["program"] == MAX_INST + 1
+    pitched = ~drum
+    programs = np.unique(col["program"][pitched])
+    fam = np.bincount(col["program"][pitched] // 8, minlength=_GM_FAMILIES)[:_GM_FAMILIES] / len(n)
+    onset = col["bar"] * 4096 + col["position"]
+    per_onset = np.unique(onset[pitched], return_counts=True)[1] if pitched.any() else np.ones(1)
+    bars = int(col["bar"].max()) + 1
+    ts = [TS_LIST[int(t)] for t in np.unique(col["time_signature"])]
+    ts_main = TS_LIST[int(np.bincount(col["time_signature"]).argmax())]
+    beats = max(bars * ts_main[0] * 4 / ts_main[1], 1.0)
+    vel = col["velocity"].astype(np.float64)
+    tempos = np.unique(col["tempo"])
+    pitch = col["pitch"][pitched].astype(np.float64) if pitched.any() else np.full(1, 60.0)  # drums only: neutral
+    dur = np.maximum(np.asarray(DUR_DEC, dtype=np.float64), 1.0)[np.clip(col["duration"], 0, len(DUR_DEC) - 1)]
+    pos = col["position"][pitched] if pitched.any() else col["position"]
+    log_dur = np.log(dur[pitched] if pitched.any() else dur)
+    feats = [
+        drum.mean(), float(drum.any()), float(pitched.any()),
+        *fam,
+        np.log1p(len(programs)), np.log1p(len(programs) + drum.any()),
+        np.log(per_onset.mean()), (per_onset >= 3).mean(), (per_onset >= 5).mean(), np.log1p(per_onset.max()),
+        np.log(len(n) / beats), np.log1p(bars), np.log1p(len(n)),
+        vel.mean() / 32.0, vel.std() / 8.0, np.log1p(len(np.unique(col["velocity"]))),
+        np.bincount(col["velocity"]).max() / len(n),
+        np.log(np.mean([tempo_value(int(t)) for t in col["tempo"][:: max(len(n) // 256, 1)]])),
+        np.log1p(len(tempos) - 1), float(len(ts) > 1),
+        float(ts_main == (4, 4)), float(ts_main == (3, 4)), float(ts_main == (2, 4)), float(ts_main == (6, 8)),
+        float(ts_main[1] == 2), float(ts_main not in ((4, 4), (3, 4), (2, 4), (6, 8)) and ts_main[1] != 2),
+        pitch.mean() / 64.0, pitch.std() / 12.0, np.ptp(pitch) / 48.0,
+        np.percentile(pitch, 5) / 64.0, np.percentile(pitch, 95) / 64.0,
+        log_dur.mean() / 3.0, log_dur.std() / 2.0,
+        (pos % POS_RESOLUTION == 0).mean(), (pos % (POS_RESOLUTION // 2) == 0).mean(),
+        (pos % (POS_RESOLUTION // 4) == 0).mean(), (pos % (POS_RESOLUTION // 4) != 0).mean(),
+        (col["position"][drum] % (POS_RESOLUTION // 4) != 0).mean() if drum.any() else 0.0,
+        float(len(programs) == 1 and pitched.all()),
+        float(set(programs.tolist()) <= {40, 41, 42, 43} and len(programs) > 0),
+        float(set(programs.tolist()) <= {0} and len(programs) > 0),
+    ]
+    return np.asarray(feats, dtype=np.float32)
+
+
+def fit_linear(scorer: nn.Linear, logits, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
+               steps: int = 400, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> float:
+    """Fit `scorer` (full batch, Adam, cross-entropy weighted per row by `weights`, if any) so that `logits(x)`
+    predicts y; returns the (unweighted) training accuracy. The scorer's own requires_grad flags are kept."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        scorer.weight.normal_(0.0, 0.01, generator=gen)
+        scorer.bias.zero_()
+    trainable = [p.requires_grad for p in scorer.parameters()]
+    scorer.requires_grad_(True)
+    opt = torch.optim.Adam(scorer.parameters(), lr=lr, weight_decay=weight_decay)
+    w = None if weights is None else weights.float() / weights.float().sum()
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            if w is None:
+                loss = nn.functional.cross_entropy(logits(x), y)
+            else:
+                loss = (nn.functional.cross_entropy(logits(x), y, reduction="none") * w).sum()
+            loss.backward()
+            opt.step()
+    for p, flag in zip(scorer.parameters(), trainable):
+        p.requires_grad_(flag)
+    with torch.no_grad():
+        return float((logits(x).argmax(-1) == y).float().mean())
+
+
+class GenrePathway(nn.Module):
+    """Genre classifier: a log-linear score per genre class ([genre, form] in the config's `genre_classes`) of
+    the standardised `piece_traits`. Its distribution guides decoding (`NameGuide`); no prefix embedding."""
+
+    def __init__(self, n_classes: int, n_traits: int = GENRE_TRAITS):
+        super().__init__()
+        self.scorer = nn.Linear(n_traits, n_classes)
+        self.register_buffer("trait_mean", torch.zeros(n_traits))
+        self.register_buffer("trait_std", torch.ones(n_traits))
+
+    def logits(self, traits: torch.Tensor) -> torch.Tensor:
+        return self.scorer((traits.float() - self.trait_mean) / self.trait_std)
+
+    @torch.no_grad()
+    def probs(self, notes: Sequence[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([piece_traits(n) for n in notes])).to(self.trait_mean.device)
+        return self.logits(x).softmax(-1)
+
+    def fit(self, traits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, steps: int = 600,
+            lr: float = 3e-2, weight_decay: float = 1e-4, seed: int = 0) -> float:
+        """Train on [N, GENRE_TRAITS] traits and [N] class indices, each row weighted (e.g. so that every source
+        counts alike); sets the standardisation from the same rows. Returns the training accuracy."""
+        x = torch.as_tensor(np.asarray(traits, dtype=np.float32))
+        with torch.no_grad():
+            self.trait_mean.copy_(x.mean(0))
+            self.trait_std.copy_(x.std(0).clamp_min(1e-4))
+        w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        return fit_linear(self.scorer, self.logits, x, torch.as_tensor(np.asarray(labels, dtype=np.int64)), w,
+                          steps, lr, weight_decay, seed)
 
 
 def key_index(name: str | None) -> int | None:
@@ -457,6 +554,7 @@ class MidiLlama(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(config.encoder_hidden))
         self.register_buffer("feature_std", torch.ones(config.encoder_hidden))
         self.key_pathway = KeyPathway(config.llm_hidden) if config.key_pathway else None
+        self.genre_pathway = GenrePathway(len(config.genre_classes)) if config.genre_classes else None
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         depth = 0 if config.pool_fields else max(config.pool_layers) if min(config.pool_layers) >= 0 else None
@@ -500,16 +598,43 @@ class MidiLlama(nn.Module):
             parts.append(torch.from_numpy(np.stack([pitch_class_profile(n) for n in notes])).to(pooled)[:, None, :])
         if self.key_pathway is not None:
             parts.append(self.key_pathway.probs(notes).to(pooled)[:, None, :])
+        if self.genre_pathway is not None:
+            parts.append(self.genre_pathway.probs(notes).to(pooled)[:, None, :])
+        if self.config.instrument_guide:
+            parts.append(torch.from_numpy(np.stack([instrument_presence(n) for n in notes])).to(pooled)[:, None, :])
         return torch.cat([p.expand(-1, pooled.shape[1], -1) for p in parts], dim=-1)
 
-    def key_guide(self, probs: torch.Tensor) -> KeyGuide:
-        """The key-guided decoding processor for a batch's key distributions [B, 24]."""
-        if getattr(self, "_key_paths", None) is None:
-            self._key_paths = key_name_paths(self.tokenizer)
-            words = [self.tokenizer(a, add_special_tokens=False).input_ids for a in _AMBIGUOUS]
-            self._ambiguous = frozenset(w[0] for w in words if len(w) == 1)
-        return KeyGuide(self._key_paths, probs.to(self.device), self.config.key_guide, self.config.key_guide_gate,
-                        self._ambiguous)
+    def guide_columns(self) -> dict[str, slice]:
+        """Where `features` keeps, after the projector's input, the key and genre distributions and the
+        instruments present (those the model has)."""
+        out, at = {}, self.config.encoder_hidden
+        for name, width in (("key", KEYS if self.key_pathway is not None else 0),
+                            ("genre", len(self.config.genre_classes) if self.genre_pathway is not None else 0),
+                            ("instruments", len(INSTRUMENT_WORDS) if self.config.instrument_guide else 0)):
+            if width:
+                out[name] = slice(at, at + width)
+                at += width
+        return out
+
+    def guides(self, features: torch.Tensor) -> list[NameGuide]:
+        """The guided-decoding processors (key, genre, instruments: those switched on) for a batch's features."""
+        if getattr(self, "_paths", None) is None:
+            tok = self.tokenizer
+            self._paths = {"key": key_name_paths(tok), "genre": genre_name_paths(tok, self.config.genre_classes),
+                           "instruments": instrument_name_paths(tok)}
+            self._ambiguous = {"key": single_tokens(tok, _AMBIGUOUS),
+                               "genre": single_tokens(tok, _AMBIGUOUS + ("An", "The", "It", "This")),
+                               "instruments": frozenset()}
+        cols, cfg, out = self.guide_columns(), self.config, []
+        settings = {"key": (cfg.key_guide, cfg.key_guide_gate, {}),
+                    "genre": (cfg.genre_guide, cfg.guide_gate, {"lm_weight": cfg.genre_lm_weight}),
+                    "instruments": (1.0 if cfg.instrument_guide else 0.0, cfg.guide_gate,
+                                    {"exclusive": True, "hard": True})}
+        for name, (strength, gate, options) in settings.items():
+            if name in cols and strength > 0:
+                out.append(NameGuide(self._paths[name], features[:, 0, cols[name]].to(self.device), strength, gate,
+                                     self._ambiguous[name], **options))
+        return out
 
     def add_key_pathway(self) -> KeyPathway:
         """Give the model a key pathway (one more prefix embedding); its key embeddings start as the LLM's
@@ -520,6 +645,15 @@ class MidiLlama(nn.Module):
         self.key_pathway.init_embeddings(self.base_llm(), self.tokenizer)
         self.config.key_pathway = True
         return self.key_pathway
+
+    def add_genre_pathway(self, classes: Sequence[Sequence[str]]) -> GenrePathway:
+        """Give the model a genre pathway over these [genre, form] classes, its classifier untrained
+        (`GenrePathway.fit`); it adds no prefix embedding, so the LM's inputs stay as they were."""
+        if self.genre_pathway is not None:
+            raise ValueError("the model already has a genre pathway")
+        self.config.genre_classes = [[str(g), str(f)] for g, f in classes]
+        self.genre_pathway = GenrePathway(len(classes)).to(self.device)
+        return self.genre_pathway
 
     def add_pitch_classes(self) -> int:
         """Widen a model trained without `pitch_classes` to read them: the projector's first layer gets 12
@@ -612,11 +746,11 @@ class MidiLlama(nn.Module):
                   "eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id}
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        if self.key_pathway is not None and self.config.key_guide > 0:
+        guides = self.guides(features)
+        if guides:
             from transformers import LogitsProcessorList
 
-            width = self.config.encoder_hidden
-            kwargs["logits_processor"] = LogitsProcessorList([self.key_guide(features[:, 0, width : width + KEYS])])
+            kwargs["logits_processor"] = LogitsProcessorList(guides)
         with torch.random.fork_rng(devices=[] if dev.type == "cpu" else [dev]):
             torch.manual_seed(seed)
             out = self.llm.generate(inputs_embeds=emb, attention_mask=b["attention_mask"].to(dev), **kwargs)
@@ -660,6 +794,8 @@ class MidiLlama(nn.Module):
         proj = {**state(self.projector), "feature_mean": self.feature_mean.cpu(), "feature_std": self.feature_std.cpu()}
         if self.key_pathway is not None:
             proj |= {f"{KEY_PREFIX}{k}": v for k, v in state(self.key_pathway).items()}
+        if self.genre_pathway is not None:
+            proj |= {f"{GENRE_PREFIX}{k}": v for k, v in state(self.genre_pathway).items()}
         save_file(proj, str(out / PROJECTOR_NAME), metadata={"format": "pt"})
         write_manifest(out, KIND, **self.config.to_json(), base_llm=base_ref, encoder=encoder_ref)
         return out
@@ -708,9 +844,10 @@ class MidiLlama(nn.Module):
         with torch.no_grad():  # directories written before the standardisation existed have no statistics
             model.feature_mean.copy_(proj.pop("feature_mean", model.feature_mean))
             model.feature_std.copy_(proj.pop("feature_std", model.feature_std))
-        if model.key_pathway is not None:
-            model.key_pathway.load_state_dict({k.removeprefix(KEY_PREFIX): proj.pop(k) for k in list(proj)
-                                               if k.startswith(KEY_PREFIX)})
+        for prefix, pathway in ((KEY_PREFIX, model.key_pathway), (GENRE_PREFIX, model.genre_pathway)):
+            if pathway is not None:
+                pathway.load_state_dict({k.removeprefix(prefix): proj.pop(k) for k in list(proj)
+                                         if k.startswith(prefix)})
         model.projector.load_state_dict(proj)
         if not trainable:
             model.eval()

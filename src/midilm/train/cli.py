@@ -143,6 +143,14 @@ def register_understand(tsub) -> None:
                         "distribution becomes one more prefix embedding (beyond the paper)")
     q.add_argument("--source-boost", dest="source_boost", default=d.source_boost,
                    help='draw rows of these sources that many times as often, e.g. "freedoom=4,openmsx=4"')
+    q.add_argument("--genre-pathway", dest="genre_pathway", action="store_true",
+                   help="stage 2: add a genre classifier of the caption's genre-and-form phrase from plain note "
+                        "traits (fitted to the train rows, every source and collection weighing alike) that guides "
+                        "decoding where the model names a genre")
+    q.add_argument("--genre-guide", dest="genre_guide", type=float, default=d.genre_guide,
+                   help="the genre guide's strength (the classifier's probability to this power)")
+    q.add_argument("--instrument-guide", dest="instrument_guide", action="store_true",
+                   help="name only the instruments whose MIDI programs play, each once (decoding)")
     q.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     q.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     q.set_defaults(func=cmd_train_understand)

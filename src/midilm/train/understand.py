@@ -87,6 +87,12 @@ class UnderstandConfig:
     # mixes learned key embeddings into one more prefix embedding (models.midi_llama.KeyPathway; an --init without
     # it gets one, its classifier fitted here before the run, its key embeddings then trained with the rest)
     key_fit_steps: int = 400  # full-batch Adam steps of that classifier's fit
+    genre_pathway: bool = False  # a genre classifier of the caption's [genre, form] phrase from plain note traits,
+    # fitted here to the train rows (every source, and every collection within one, weighing alike) where the init
+    # has none (models.midi_llama.GenrePathway); it guides decoding at `genre_guide` strength
+    genre_guide: float = 4.0
+    genre_min_rows: int = 20  # a [genre, form] class needs this many train rows
+    instrument_guide: bool = False  # name only the instruments the MIDI programs hold, each once (decoding only)
     source_boost: str = ""  # rows of these sources drawn that many times as often, e.g. "freedoom=4,openmsx=4"
     # (whole numbers; the few band pieces and quartets among thousands of folk tunes and pop songs)
     p_multi_turn: float = 0.2  # stage 2: share of 2-3 turn conversations
@@ -118,7 +124,7 @@ class UnderstandConfig:
 _COLUMNS = ("unit", "path", "clip_start", "clip_end", "captions", "qa", "split")
 # the analysis fields `fact_caption` states (read where the dataset has them)
 _FACT_COLUMNS = ("key", "mode", "time_signature", "bpm", "tempo_word_simple", "instrument_words", "instruments",
-                 "has_drums", "texture", "dynamics", "genre", "tune_type", "style_detail", "source")
+                 "has_drums", "texture", "dynamics", "genre", "tune_type", "style_detail", "source", "collection")
 
 
 def load_train_rows(dataset_dir: str | Path, max_rows: int | None = None, seed: int = 0,
@@ -541,6 +547,54 @@ def fit_key_pathway(model, rows: list[dict], notes: list[np.ndarray | None], ste
     return {"key_fit_accuracy": round(acc, 4), "key_fit_rows": len(have)}
 
 
+def genre_class(row: dict) -> tuple[str, str]:
+    """A row's [genre, form] as `captions.fact_caption` opens with it: ("classical", "string quartet"),
+    ("", "piece") where the metadata names no genre."""
+    from midilm.annotate.captions import get, tune_type_noun
+
+    genre, tune = get(row, "genre"), get(row, "tune_type")
+    return (str(genre) if genre else "", tune_type_noun(tune) if tune else "piece")
+
+
+def genre_classes(rows: list[dict], min_rows: int = 20) -> list[tuple[str, str]]:
+    """The [genre, form] classes of at least `min_rows` rows, most rows first."""
+    from collections import Counter
+
+    counts = Counter(genre_class(r) for r in rows)
+    return [c for c, n in counts.most_common() if n >= min_rows]
+
+
+def balance_weights(rows: list[dict]) -> np.ndarray:
+    """Per-row weights under which every source weighs alike, and within a source every collection (the
+    music21 composers, the Nottingham books): 4,550 Palestrina rows count as much as 32 Haydn ones."""
+    from collections import Counter
+
+    group = [(r.get("source") or "", r.get("collection") or "") for r in rows]
+    per_group = Counter(group)
+    per_source = Counter(source for source, _ in per_group)  # collections per source
+    return np.array([1.0 / (per_group[g] * per_source[g[0]]) for g in group], dtype=np.float64)
+
+
+def fit_genre_pathway(model, rows: list[dict], notes: list[np.ndarray | None], min_rows: int = 20,
+                      seed: int = 0) -> dict:
+    """Give the model a genre pathway over the rows' [genre, form] classes and fit it to the rows with notes
+    (weighted by `balance_weights`). Returns the classes, row count and training accuracy."""
+    from midilm.models.midi_llama import piece_traits
+
+    have = [i for i, n in enumerate(notes) if n is not None]
+    classes = genre_classes([rows[i] for i in have], min_rows)
+    index = {c: j for j, c in enumerate(classes)}
+    have = [i for i in have if genre_class(rows[i]) in index]
+    if not have:
+        raise ValueError("no training row has notes and a genre class to fit the genre pathway to")
+    model.add_genre_pathway(classes)
+    traits = np.stack([piece_traits(notes[i]) for i in have])
+    labels = np.array([index[genre_class(rows[i])] for i in have])
+    acc = model.genre_pathway.fit(traits, labels, balance_weights([rows[i] for i in have]), seed=seed)
+    return {"genre_classes": [list(c) for c in classes], "genre_fit_rows": len(have),
+            "genre_fit_accuracy": round(acc, 4)}
+
+
 def key_probabilities(model, notes: list[np.ndarray | None]) -> np.ndarray:
     """[rows, 24] the key pathway's distributions (uniform where a row has no notes)."""
     from midilm.models.midi_llama import KEYS
@@ -595,6 +649,12 @@ def train_understand(cfg: UnderstandConfig, callbacks=()) -> Path:
         features = np.concatenate([features, np.repeat(probs[:, None, :], k, axis=1)], axis=-1)
         shifted = {s: np.concatenate([f, np.repeat(roll_keys(probs[keep], s)[:, None, :], k, axis=1)], axis=-1)
                    for s, f in shifted.items()}
+    if cfg.genre_pathway and model.genre_pathway is None:
+        genre_fit = fit_genre_pathway(model, rows, notes, cfg.genre_min_rows, cfg.seed)
+        (out / "genre_fit.json").write_text(json.dumps(genre_fit, indent=2) + "\n")
+        model.config.genre_guide = cfg.genre_guide
+    if cfg.instrument_guide:
+        model.config.instrument_guide = True
     rows, features = [rows[i] for i in keep], features[keep]
     if cfg.stage == 1:
         model.set_feature_stats(features)

@@ -456,14 +456,16 @@ def test_genre_guide_opens_the_caption_with_the_classifiers_phrase_and_leaves_ot
 
 
 def test_instrument_guide_names_only_instruments_the_notes_hold_each_once():
-    from midilm.models.midi_llama import INSTRUMENT_WORDS, instrument_name_paths, instrument_presence
+    from midilm.models.midi_llama import INSTRUMENT_WORDS, instrument_name_paths, instrument_shares
     from midilm.models.name_guide import NameGuide
 
     tok = _shipped_tokenizer()
     first = {w: tok(w, add_special_tokens=False).input_ids[0] for w in (" drums", " violin", " viola", " cello", " in")}
-    notes = np.array([[0, 0, p, 60, 4, 20, 0, 0] for p in (40, 41, 42)])  # violin, viola and cello programs
-    present = instrument_presence(notes)
-    assert [INSTRUMENT_WORDS[i] for i in np.flatnonzero(present)] == ["violin", "viola", "cello"]
+    notes = np.array([[0, 0, p, 60, 4, 20, 0, 0] for p in (40, 41, 42, 42)])  # violin, viola and cello programs
+    shares = instrument_shares(notes)
+    assert {INSTRUMENT_WORDS[i]: float(shares[i]) for i in np.flatnonzero(shares)} == {"violin": 0.25, "viola": 0.25,
+                                                                                       "cello": 0.5}
+    present = (shares > 0).astype(np.float32)
     guide = NameGuide(instrument_name_paths(tok), torch.from_numpy(present)[None], strength=1.0, gate=0.3,
                       exclusive=True, hard=True)
     # after "for" an instrument is due: the LM's drums (not in the notes) give way to the strings
@@ -499,3 +501,31 @@ def test_genre_pathway_fits_saves_and_loads(tmp_path):
     assert gp.fit(x, y, np.r_[np.full(20, 0.5), np.full(20, 2.0)], steps=100) == 1.0
     p = gp.probs([drums, strings])
     assert int(p[0].argmax()) == 0 and int(p[1].argmax()) == 1
+
+
+def test_list_guide_writes_the_notes_instrument_list_where_the_caption_begins_it():
+    from midilm.models.midi_llama import instrument_list, instrument_name_paths, instrument_shares
+    from midilm.models.name_guide import ListGuide, token_ids
+
+    tok = _shipped_tokenizer()
+    band = np.array([[0, 0, p, 60, 4, 20, 0, 0] for p in [128] * 5 + [81] * 3 + [35] * 2 + [29]])  # drums first
+    text = instrument_list(instrument_shares(band))
+    assert text == "drums, synth lead, fretless bass and overdriven guitar"
+    span = token_ids(tok, " " + text)
+    starts = frozenset(p.tokens[0] for p in instrument_name_paths(tok))
+    guide = ListGuide([token_ids(tok, " for")], [span], starts, gate=0.01)
+    prefix = tok("A video game piece for", add_special_tokens=False).input_ids
+    written = []
+    for _ in range(len(span)):  # the LM wants "drums, drums, ..." (v3's band captions); the list is written instead
+        s = torch.full((1, len(tok)), -20.0)
+        s[0, token_ids(tok, " drums")[0]] = 5.0
+        s[0, token_ids(tok, ",")[0]] = 4.0
+        written.append(int(guide(torch.tensor([prefix + written]), s).argmax()))
+    assert tok.decode(written) == " " + text
+    s = torch.full((1, len(tok)), -20.0)
+    s[0, token_ids(tok, ",")[0]] = 4.0
+    assert torch.equal(guide(torch.tensor([prefix + written]), s), s)  # then the LM goes on (", in F major ...")
+    # where the LM would not name an instrument after "for" ("known for its ..."), nothing is written
+    other = torch.full((1, len(tok)), -20.0)
+    other[0, token_ids(tok, " its")[0]] = 5.0
+    assert torch.equal(guide(torch.tensor([tok("known for", add_special_tokens=False).input_ids]), other), other)

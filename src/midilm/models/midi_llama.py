@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from midilm.annotate.captions import spelled_key
+from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, join_list, spelled_key
 from midilm.annotate.questions import TONICS, normalise_key
 from midilm.models.conversation import IGNORE, Encoded
 from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
-from midilm.models.name_guide import NameGuide, NamePath, single_tokens, token_ids
+from midilm.models.name_guide import ListGuide, NameGuide, NamePath, single_tokens, token_ids
 from midilm.music.gm import PLAIN_NAMES, plain_name
 
 KIND = "midi-llama"
@@ -309,10 +309,11 @@ _AMBIGUOUS = tuple("ABCDEFG")
 # genre-and-form phrase follows its article at the start ("A classical string quartet for ...")
 _GENRE_TRIGGERS = (" style is", " genre is")
 _GENRE_NOUN_TRIGGERS = (" to the",)  # "belongs to the pop genre": the word and " genre" are one name
-# an instrument name is due after " for" ("A pop piece for piano"), and may follow the others ("for violin, viola
-# and cello", "played by a piano")
-_INSTRUMENT_TRIGGERS = (",", " and", " by", " a")
+# an instrument name may follow these ("for violin, viola and cello", "played by a piano"); after " for" the
+# caption's instrument list is written as the notes give it ("A pop piece for piano")
+_INSTRUMENT_TRIGGERS = (" for", ",", " and", " by", " a")
 _INSTRUMENT_LIST = (" for",)
+LIST_GATE = 0.01  # the LM's probability of starting an instrument name after " for" that begins the list
 # every instrument word a caption or answer uses: the GM programs' plain names, then the drum kit's
 INSTRUMENT_WORDS = tuple(dict.fromkeys(PLAIN_NAMES)) + ("drums",)
 
@@ -364,21 +365,29 @@ def genre_name_paths(tokenizer, classes: Sequence[Sequence[str]]) -> list[NamePa
 
 def instrument_name_paths(tokenizer) -> list[NamePath]:
     """The token sequences that name each of `INSTRUMENT_WORDS` inside an instrument list."""
-    after, due = (tuple(token_ids(tokenizer, t) for t in ts) for ts in (_INSTRUMENT_TRIGGERS, _INSTRUMENT_LIST))
-    return [NamePath(token_ids(tokenizer, " " + w), (i,), after=a, force=force)
-            for i, w in enumerate(INSTRUMENT_WORDS) for a, force in ((after, False), (due, True))]
+    after = tuple(token_ids(tokenizer, t) for t in _INSTRUMENT_TRIGGERS)
+    return [NamePath(token_ids(tokenizer, " " + w), (i,), after=after) for i, w in enumerate(INSTRUMENT_WORDS)]
 
 
-def instrument_presence(notes: np.ndarray) -> np.ndarray:
-    """[len(INSTRUMENT_WORDS)] float32: 1 for each instrument word whose GM program (or the drum kit) plays
-    in these OctupleMIDI notes, else 0."""
+def instrument_shares(notes: np.ndarray) -> np.ndarray:
+    """[len(INSTRUMENT_WORDS)] float32: the share of these OctupleMIDI notes that each instrument word's GM
+    programs (or the drum kit) play; 0 for the instruments that do not play."""
     from midilm.codecs.octuple import FIELDS
 
     n = np.asarray(notes, dtype=np.int64).reshape(-1, 8)
     out = np.zeros(len(INSTRUMENT_WORDS), dtype=np.float32)
-    for program in np.unique(n[:, FIELDS.index("program")]).tolist():
-        out[INSTRUMENT_WORDS.index(plain_name(int(program)))] = 1.0
+    programs, counts = np.unique(n[:, FIELDS.index("program")], return_counts=True)
+    for program, count in zip(programs.tolist(), counts.tolist()):
+        out[INSTRUMENT_WORDS.index(plain_name(int(program)))] += count / len(n)
     return out
+
+
+def instrument_list(shares: np.ndarray | torch.Tensor) -> str:
+    """The caption's instrument list from `instrument_shares`: most notes first, at most as many as a fact
+    caption names, joined as it joins them ("drums, synth lead and fretless bass")."""
+    s = np.asarray(shares, dtype=np.float64)
+    order = [int(i) for i in np.argsort(-s, kind="stable") if s[i] > 0][:FACT_CAPTION_INSTRUMENTS]
+    return join_list([INSTRUMENT_WORDS[i] for i in order])
 
 
 GENRE_TRAITS = 56  # values in `piece_traits`
@@ -601,7 +610,7 @@ class MidiLlama(nn.Module):
         if self.genre_pathway is not None:
             parts.append(self.genre_pathway.probs(notes).to(pooled)[:, None, :])
         if self.config.instrument_guide:
-            parts.append(torch.from_numpy(np.stack([instrument_presence(n) for n in notes])).to(pooled)[:, None, :])
+            parts.append(torch.from_numpy(np.stack([instrument_shares(n) for n in notes])).to(pooled)[:, None, :])
         return torch.cat([p.expand(-1, pooled.shape[1], -1) for p in parts], dim=-1)
 
     def guide_columns(self) -> dict[str, slice]:
@@ -616,8 +625,9 @@ class MidiLlama(nn.Module):
                 at += width
         return out
 
-    def guides(self, features: torch.Tensor) -> list[NameGuide]:
-        """The guided-decoding processors (key, genre, instruments: those switched on) for a batch's features."""
+    def guides(self, features: torch.Tensor) -> list[NameGuide | ListGuide]:
+        """The guided-decoding processors (key, genre, instruments: those switched on) for a batch's features;
+        with the instrument guide, first, the `ListGuide` that writes the caption's instrument list."""
         if getattr(self, "_paths", None) is None:
             tok = self.tokenizer
             self._paths = {"key": key_name_paths(tok), "genre": genre_name_paths(tok, self.config.genre_classes),
@@ -629,11 +639,20 @@ class MidiLlama(nn.Module):
         settings = {"key": (cfg.key_guide, cfg.key_guide_gate, {}),
                     "genre": (cfg.genre_guide, cfg.guide_gate, {"lm_weight": cfg.genre_lm_weight}),
                     "instruments": (1.0 if cfg.instrument_guide else 0.0, cfg.guide_gate,
-                                    {"exclusive": True, "hard": True})}
+                                    {"exclusive": True, "hard": True, "max_named": FACT_CAPTION_INSTRUMENTS})}
         for name, (strength, gate, options) in settings.items():
             if name in cols and strength > 0:
-                out.append(NameGuide(self._paths[name], features[:, 0, cols[name]].to(self.device), strength, gate,
-                                     self._ambiguous[name], **options))
+                probs = features[:, 0, cols[name]].to(self.device)
+                if name == "instruments":
+                    probs = (probs > 0).float()  # present or not; the shares order the list below
+                out.append(NameGuide(self._paths[name], probs, strength, gate, self._ambiguous[name], **options))
+        if "instruments" in cols:
+            tok = self.tokenizer
+            spans = [token_ids(tok, " " + instrument_list(row)) if row.any() else ()
+                     for row in features[:, 0, cols["instruments"]].cpu().numpy()]
+            starts = frozenset(p.tokens[0] for p in self._paths["instruments"])
+            # first: its gate reads the LM's own probabilities, before the instrument guide removes any
+            out.insert(0, ListGuide([token_ids(tok, t) for t in _INSTRUMENT_LIST], spans, starts, LIST_GATE))
         return out
 
     def add_key_pathway(self) -> KeyPathway:

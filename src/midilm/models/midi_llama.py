@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, join_list, spelled_key
+from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, article, join_list, spelled_key
 from midilm.annotate.questions import TONICS, normalise_key
 from midilm.models.conversation import IGNORE, Encoded
 from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
@@ -313,6 +313,8 @@ _GENRE_NOUN_TRIGGERS = (" to the",)  # "belongs to the pop genre": the word and 
 # caption's instrument list is written as the notes give it ("A pop piece for piano")
 _INSTRUMENT_TRIGGERS = (" for", ",", " and", " by", " a")
 _INSTRUMENT_LIST = (" for",)
+# and after these an answer's list, each with its article ("The piece is played by a violin, a viola and a cello.")
+_INSTRUMENT_ANSWER_LIST = (" played by", " hear")
 LIST_GATE = 0.01  # the LM's probability of starting an instrument name after " for" that begins the list
 # every instrument word a caption or answer uses: the GM programs' plain names, then the drum kit's
 INSTRUMENT_WORDS = tuple(dict.fromkeys(PLAIN_NAMES)) + ("drums",)
@@ -382,12 +384,14 @@ def instrument_shares(notes: np.ndarray) -> np.ndarray:
     return out
 
 
-def instrument_list(shares: np.ndarray | torch.Tensor) -> str:
-    """The caption's instrument list from `instrument_shares`: most notes first, at most as many as a fact
-    caption names, joined as it joins them ("drums, synth lead and fretless bass")."""
+def instrument_list(shares: np.ndarray | torch.Tensor, limit: int | None = FACT_CAPTION_INSTRUMENTS,
+                    articles: bool = False) -> str:
+    """An instrument list from `instrument_shares`, most notes first, as the data writes it: a fact caption's (at
+    most six, "drums, synth lead and fretless bass") or, with `articles` and no limit, an answer's ("a violin, a
+    viola and a cello")."""
     s = np.asarray(shares, dtype=np.float64)
-    order = [int(i) for i in np.argsort(-s, kind="stable") if s[i] > 0][:FACT_CAPTION_INSTRUMENTS]
-    return join_list([INSTRUMENT_WORDS[i] for i in order])
+    words = [INSTRUMENT_WORDS[int(i)] for i in np.argsort(-s, kind="stable") if s[i] > 0][:limit]
+    return join_list([article(w) for w in words] if articles else words)
 
 
 GENRE_TRAITS = 56  # values in `piece_traits`
@@ -647,12 +651,15 @@ class MidiLlama(nn.Module):
                     probs = (probs > 0).float()  # present or not; the shares order the list below
                 out.append(NameGuide(self._paths[name], probs, strength, gate, self._ambiguous[name], **options))
         if "instruments" in cols:
-            tok = self.tokenizer
-            spans = [token_ids(tok, " " + instrument_list(row)) if row.any() else ()
-                     for row in features[:, 0, cols["instruments"]].cpu().numpy()]
+            tok, shares = self.tokenizer, features[:, 0, cols["instruments"]].cpu().numpy()
             starts = frozenset(p.tokens[0] for p in self._paths["instruments"])
-            # first: its gate reads the LM's own probabilities, before the instrument guide removes any
-            out.insert(0, ListGuide([token_ids(tok, t) for t in _INSTRUMENT_LIST], spans, starts, LIST_GATE))
+            starts |= frozenset(token_ids(tok, f" {a}")[0] for a in ("a", "an"))
+            for triggers, limit, articles in ((_INSTRUMENT_LIST, FACT_CAPTION_INSTRUMENTS, False),
+                                              (_INSTRUMENT_ANSWER_LIST, None, True)):
+                spans = [token_ids(tok, " " + instrument_list(row, limit, articles)) if row.any() else ()
+                         for row in shares]
+                # first: their gates read the LM's own probabilities, before the instrument guide removes any
+                out.insert(0, ListGuide([token_ids(tok, t) for t in triggers], spans, starts, LIST_GATE))
         return out
 
     def add_key_pathway(self) -> KeyPathway:

@@ -513,7 +513,7 @@ def test_list_guide_writes_the_notes_instrument_list_where_the_caption_begins_it
     assert text == "drums, synth lead, fretless bass and overdriven guitar"
     span = token_ids(tok, " " + text)
     starts = frozenset(p.tokens[0] for p in instrument_name_paths(tok))
-    guide = ListGuide([token_ids(tok, " for")], [span], starts, gate=0.01)
+    guide = ListGuide([token_ids(tok, " for")], [span], starts, gate=0.01, closed=frozenset(token_ids(tok, " and")))
     prefix = tok("A video game piece for", add_special_tokens=False).input_ids
     written = []
     for _ in range(len(span)):  # the LM wants "drums, drums, ..." (v3's band captions); the list is written instead
@@ -524,7 +524,9 @@ def test_list_guide_writes_the_notes_instrument_list_where_the_caption_begins_it
     assert tok.decode(written) == " " + text
     s = torch.full((1, len(tok)), -20.0)
     s[0, token_ids(tok, ",")[0]] = 4.0
-    assert torch.equal(guide(torch.tensor([prefix + written]), s), s)  # then the LM goes on (", in F major ...")
+    s[0, token_ids(tok, " and")[0]] = 5.0
+    after = guide(torch.tensor([prefix + written]), s)  # then the LM goes on (", in F major ..."), not with " and"
+    assert int(after.argmax()) == token_ids(tok, ",")[0] and after[0, token_ids(tok, " and")[0]] == -torch.inf
     # where the LM would not name an instrument after "for" ("known for its ..."), nothing is written
     other = torch.full((1, len(tok)), -20.0)
     other[0, token_ids(tok, " its")[0]] = 5.0

@@ -659,7 +659,8 @@ class MidiLlama(nn.Module):
                 spans = [token_ids(tok, " " + instrument_list(row, limit, articles)) if row.any() else ()
                          for row in shares]
                 # first: their gates read the LM's own probabilities, before the instrument guide removes any
-                out.insert(0, ListGuide([token_ids(tok, t) for t in triggers], spans, starts, LIST_GATE))
+                out.insert(0, ListGuide([token_ids(tok, t) for t in triggers], spans, starts, LIST_GATE,
+                                        single_tokens(tok, (" and",))))
         return out
 
     def add_key_pathway(self) -> KeyPathway:

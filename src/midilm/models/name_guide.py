@@ -186,22 +186,27 @@ class ListGuide:
     """A logits processor that writes a list known from the notes where the LM begins it: where the generated
     text ends with one of `triggers` (" for" in "A pop piece for piano") and the LM gives the tokens that may
     start the list (`starts`) at least `gate` of its probability, the row's tokens in `spans` are written one by
-    one, whatever the LM would have written; then the LM goes on. A row with an empty span is left alone."""
+    one, whatever the LM would have written; then the LM goes on, but not with one of `closed` (" and": the list
+    is complete). A row with an empty span is left alone."""
 
     def __init__(self, triggers: Sequence[tuple[int, ...]], spans: Sequence[tuple[int, ...]], starts: frozenset[int],
-                 gate: float):
+                 gate: float, closed: frozenset[int] = frozenset()):
         self.triggers, self.spans, self.starts, self.gate = [t for t in triggers if t], list(spans), starts, gate
         self._starts = torch.tensor(sorted(starts), dtype=torch.long)
+        self._closed = torch.tensor(sorted(closed), dtype=torch.long)
 
     def due(self, generated: list[int], row: int, lm: torch.Tensor | None) -> int | None:
-        """The token to write next in this row, or None (no list begun here, or it is written)."""
+        """The token to write next in this row, -1 where the list was just written in full, else None (no list
+        begun here)."""
         span, n = self.spans[row], len(generated)
-        for done in range(len(span)):
+        for done in range(len(span) + 1):
             if done and tuple(generated[n - done :]) != span[:done]:
                 continue
             start = n - done
             if not any(0 < len(t) <= start and tuple(generated[start - len(t) : start]) == t for t in self.triggers):
                 continue
+            if done == len(span):
+                return -1
             if done or (lm is not None and float(lm[self._starts.to(lm.device)].exp().sum()) >= self.gate):
                 return span[done]
         return None
@@ -212,9 +217,13 @@ class ListGuide:
             if not self.spans[b]:
                 continue
             token = self.due(input_ids[b].tolist(), b, scores[b].float().log_softmax(-1))
-            if token is not None:
-                if out is scores:
-                    out = scores.clone()
+            if token is None or (token < 0 and not len(self._closed)):
+                continue
+            if out is scores:
+                out = scores.clone()
+            if token < 0:
+                out[b, self._closed.to(out.device)] = -torch.inf
+            else:
                 out[b] = -torch.inf
                 out[b, token] = 0.0
         return out

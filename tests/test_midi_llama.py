@@ -480,6 +480,15 @@ def test_instrument_guide_names_only_instruments_the_notes_hold_each_once():
     done = _guided_step(guide, tok, "A classical string quartet for violin, viola and cello,", {" drums": 6.0,
                                                                                                 " in": 2.0})
     assert int(done.argmax()) == first[" in"]
+    # a letter that may start any word (" m" of "marimba", of a rare "moderato") is not removed where the LM is not
+    # naming an instrument, although no marimba plays
+    m = tok(" m", add_special_tokens=False).input_ids[0]
+    loose = NameGuide(instrument_name_paths(tok), torch.from_numpy(present)[None], strength=1.0, gate=0.3,
+                      ambiguous=frozenset({m}), exclusive=True, hard=True)
+    s = torch.full((1, len(tok)), -20.0)
+    s[0, m], s[0, first[" drums"]] = 2.0, 0.0
+    kept = loose(torch.tensor([tok("at a", add_special_tokens=False).input_ids]), s).log_softmax(-1)[0]
+    assert int(kept.argmax()) == m and kept[first[" drums"]] == -torch.inf
     # outside an instrument list nothing changes
     s = torch.full((1, len(tok)), -20.0)
     s[0, first[" in"]] = 2.0

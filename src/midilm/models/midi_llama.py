@@ -638,7 +638,10 @@ class MidiLlama(nn.Module):
                            "instruments": instrument_name_paths(tok)}
             self._ambiguous = {"key": single_tokens(tok, _AMBIGUOUS),
                                "genre": single_tokens(tok, _AMBIGUOUS + ("An", "The", "It", "This")),
-                               "instruments": frozenset()}
+                               # a letter or two that may start any word (" m" of a rare "marimba") is never
+                               # removed outside an instrument list
+                               "instruments": frozenset(t for t in (p.tokens[0] for p in self._paths["instruments"])
+                                                        if len(tok.decode([t]).strip()) <= 2)}
         cols, cfg, out = self.guide_columns(), self.config, []
         settings = {"key": (cfg.key_guide, cfg.key_guide_gate, {}),
                     "genre": (cfg.genre_guide, cfg.guide_gate, {"lm_weight": cfg.genre_lm_weight}),

@@ -4,10 +4,11 @@
 
 The shipped model on the transformers backend, one prompt, the same seed for every run, through the one
 engine (`engine.run_rows`) with the steering processor `midilm generate` installs. Each control runs
-alone, then all the biases together (the default), then CFG (scale 1.5) alone and with the biases; CFG
-adds the unconditioned prompt as a second row of the batch. Reported: CPU seconds of this process per
-token (the machine is shared: CPU time is the steadier figure) and the ratio to the run without
-steering. A second table times the bias functions alone per call, model aside.
+alone (melodic steps also on the key prior they sit on), then all the biases together (the default), then
+CFG (scale 1.5) alone and with the biases; CFG adds the unconditioned prompt as a second row of the batch.
+Reported: CPU seconds of this process per token (the machine is shared: CPU time is the steadier figure)
+and the ratio to the run without steering. A second table times the bias functions alone per call, model
+aside (melodic steps including the look-back over the row's ids).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def timed(fn, repeat: int):
 def main() -> None:
     import torch
 
-    from midilm.codecs.amt.vocab import NOTE_OFFSET, REST
+    from midilm.codecs.amt.vocab import DUR_OFFSET, NOTE_OFFSET, REST
     from midilm.generate.engine import Row, run_rows
     from midilm.generate.grammar import GrammarConfig
     from midilm.generate.sampler import MusicSequence, SamplingConfig
@@ -41,6 +42,7 @@ def main() -> None:
         SteeringConfig,
         cfg_mix,
         derive_steering,
+        melody_context,
         steer_logits,
         steering_processor,
     )
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--prompt", default="A calm piano piece in C major at 80 bpm.")
+    ap.add_argument("--steps", type=float, default=3.0, help="melodic-steps strength of its own rows")
+    ap.add_argument("--sustain", type=float, default=1.0, help="sustain strength of its own row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m = load_text_to_midi(args.model)
@@ -65,7 +69,14 @@ def main() -> None:
         (f"beat grid ({full.grid_strength:g})", SteeringConfig(bpm=80, grid_strength=full.grid_strength)),
         (f"gap penalty ({full.gap_strength:g} per beat past {full.max_gap_beats:g})",
          SteeringConfig(bpm=80, gap_strength=full.gap_strength, max_gap_beats=full.max_gap_beats)),
-        ("key + grid + gap (the default)", SteeringConfig(**{**full.__dict__, "cfg_scale": 1.0})),
+        (f"melodic steps ({args.steps:g}) alone", SteeringConfig(key=full.key, step_strength=args.steps)),
+        (f"key prior + melodic steps ({args.steps:g})", SteeringConfig(key=full.key, key_strength=full.key_strength,
+                                                                      step_strength=args.steps)),
+        (f"sustain ({args.sustain:g}) alone", SteeringConfig(bpm=80, sustain_strength=args.sustain)),
+        ("the default (" + " + ".join(name for name, on in (("key", full.key_on), ("grid", full.grid_on),
+                                                           ("gap", full.gap_on), ("steps", full.steps_on),
+                                                           ("sustain", full.sustain_on)) if on) + ")",
+         SteeringConfig(**{**full.__dict__, "cfg_scale": 1.0})),
         ("CFG 1.5 alone", SteeringConfig(cfg_scale=1.5)),
         ("default + CFG 1.5", SteeringConfig(**{**full.__dict__, "cfg_scale": 1.5})),
     ]
@@ -96,7 +107,24 @@ def main() -> None:
     rng = np.random.default_rng(0)
     time_row, note_row = rng.normal(size=401).astype(np.float32), rng.normal(size=REST - NOTE_OFFSET).astype(np.float32)
     calls = 2000
-    micro = []
+    # a row's ids at a note slot: 500 events of a piano and a bass, the last one's time and duration
+    rng_ids = np.random.default_rng(1)
+    events = [[t, DUR_OFFSET + 20, NOTE_OFFSET + inst * 128 + int(rng_ids.integers(40, 80))]
+              for t in range(0, 5000, 10) for inst in (0, 33)]
+    ids = [i for e in events for i in e] + [5000, DUR_OFFSET + 20]
+    steps = SteeringConfig(key=(0, "major"), key_strength=2.0, step_strength=3.0, bpm=80)
+    t = time.process_time()
+    for _ in range(calls):
+        steer_logits(note_row, NOTE_OFFSET, 5000, steps, melody_context(ids, 5000))
+    steps_us = (time.process_time() - t) / calls * 1e6
+    sustain = SteeringConfig(bpm=80, sustain_strength=2.0)
+    dur_row = rng.normal(size=NOTE_OFFSET - DUR_OFFSET - 1).astype(np.float32)
+    t = time.process_time()
+    for _ in range(calls):
+        steer_logits(dur_row, DUR_OFFSET + 1, 3000, sustain)
+    sustain_us = (time.process_time() - t) / calls * 1e6
+    micro = [("key prior + melodic steps, note block (context from 1,000 events)", steps_us),
+             ("sustain, duration block (999 ids)", sustain_us)]
     for label, config, row, lo in (
         ("key prior, note block (16,512 ids)", SteeringConfig(key=(0, "major"), key_strength=2.0), note_row,
          NOTE_OFFSET),

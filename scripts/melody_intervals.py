@@ -1,8 +1,9 @@
 """Melodic motion of folders of MIDI files: the top voice's intervals, as a listener would notice them.
 
-For each file with at least four pitched notes, the highest non-drum note at each onset forms the melody
-line; the medians over files of its repeated-note, step (1-2 semitones) and leap (5+ semitones) shares,
-distinct pitch classes, the longest run of one pitch and the median note length (s) are printed per folder.
+For each file with at least four pitched notes at two or more onsets, the highest non-drum note at each
+onset forms the melody line; the medians over files of its repeated-note, step (1-2 semitones) and leap (5+
+semitones) shares, distinct pitch classes, the longest run of one pitch and the median note length (s) are
+printed per folder.
 
     python scripts/melody_intervals.py GENERATED_DIR REFERENCE_DIR
 """
@@ -27,6 +28,8 @@ def melody_stats(path: Path) -> dict[str, float] | None:
     for onset, pitch in zip(piece.start_tick[pitched].tolist(), piece.pitch[pitched].tolist()):
         top[onset] = max(top.get(onset, -1), pitch)
     line = np.array([top[t] for t in sorted(top)])
+    if len(line) < 2:  # one chord: no interval to count
+        return None
     steps = np.abs(np.diff(line))
     run = longest = 1
     for a, b in zip(line[:-1], line[1:]):

@@ -332,6 +332,7 @@ def test_derive_steering_guesses_the_key_from_listed_chords_only_when_none_is_na
 
 
 @pytest.mark.parametrize("kw", [{"key_strength": -1.0}, {"cfg_scale": 50.0}, {"max_gap_beats": 0.0},
+                                {"step_strength": -1.0}, {"sustain_strength": 101.0},
                                 {"key": (12, "major")}, {"key": (0, "dorian")}, {"bpm": 1000.0},
                                 {"meter": (4, 3)}])
 def test_config_refuses_bad_values(kw):
@@ -432,6 +433,100 @@ def test_processor_carries_its_config_for_backends_with_their_own_loop():
     assert steering_processor(config).config is config
 
 
+# --- melodic motion and sustain ---------------------------------------------------------------------------
+
+_PIANO, _BASS = 0, 33
+
+
+def _event(t: int, dur: int, inst: int, pitch: int) -> list[int]:
+    return [t, DUR_OFFSET + dur, NOTE_OFFSET + inst * 128 + pitch]
+
+
+def test_melody_context_finds_each_instruments_previous_top_note():
+    from midilm.generate.steering import melody_context
+
+    ids = (_event(100, 20, _PIANO, 60) + _event(100, 20, _PIANO, 67) + _event(100, 5, DRUMS, 36)
+           + _event(150, 30, _BASS, 40) + [150, DUR_OFFSET + 20])  # at the note slot of a 20-tick note at 150
+    ctx = melody_context(ids, 150)
+    # the piano's top note at its last onset; the bass has no earlier onset; drums never count
+    assert ctx.duration == 20 and ctx.previous == {_PIANO: 67}
+    # a lower note at this onset (a left hand) leaves the piano's top note still to come
+    low = ids[:-2] + _event(150, 20, _PIANO, 48) + [150, DUR_OFFSET + 20]
+    assert melody_context(low, 150).previous == {_PIANO: 67}
+    # once a note within a step below the previous top (or above it) is drawn here, the chord's others are free
+    top = ids[:-2] + _event(150, 20, _PIANO, 65) + [150, DUR_OFFSET + 20]
+    assert melody_context(top, 150).previous == {}
+    # a control triplet (accompaniment) in between is skipped; not at a note slot: no context
+    ctrl = ids[:-2] + [27513 + 120, 37513 + 10, 38513 + 70] + [150, DUR_OFFSET + 20]
+    assert melody_context(ctrl, 150).previous == {_PIANO: 67}
+    assert melody_context(ids[:-1], 150) is None
+
+
+def test_melody_steps_favour_scale_steps_and_shun_repeats_of_short_notes_only():
+    from midilm.generate.steering import MelodyContext
+
+    # the step bias alone (key prior off), C major at 120 bpm: a beat is 50 ticks
+    config = SteeringConfig(key=(0, "major"), step_strength=3.0, bpm=120)
+    logits = np.random.default_rng(6).normal(size=REST - NOTE_OFFSET)
+    p0 = softmax(logits).reshape(DRUMS + 1, 128)
+    p1 = softmax(steer_logits(logits, NOTE_OFFSET, 0, config, MelodyContext(25, {_PIANO: 67}))).reshape(DRUMS + 1, 128)
+    gain = p1[_PIANO] / p0[_PIANO]
+    # from G4: F4 and A4 are steps of C major (+3 nats), F#4 and G#4 are not, G4 again loses 3 nats
+    assert gain[65] / gain[60] == pytest.approx(np.exp(3.0)) and gain[69] / gain[60] == pytest.approx(np.exp(3.0))
+    assert gain[66] == pytest.approx(gain[60]) and gain[68] == pytest.approx(gain[60])
+    assert gain[67] / gain[60] == pytest.approx(np.exp(-3.0))
+    # each instrument keeps its share, the others are untouched
+    np.testing.assert_allclose(p1.sum(1), p0.sum(1), rtol=1e-9)
+    np.testing.assert_allclose(p1[_BASS], p0[_BASS], rtol=1e-9)
+    # a note of a half note or more (100 ticks) keeps the plain prior (here none), as does a row with no previous note
+    for ctx in (MelodyContext(100, {_PIANO: 67}), MelodyContext(99, {})):
+        np.testing.assert_allclose(steer_logits(logits, NOTE_OFFSET, 0, config, ctx), logits, atol=1e-9)
+    # on top of the key prior: from E4 (a triad tone, 0), the scale steps D4 and F4 (-S/2 = -3) now weigh as a
+    # triad tone, E4 again 3 nats less
+    both = SteeringConfig(key=(0, "major"), key_strength=6.0, step_strength=3.0, bpm=120)
+    flat = np.zeros(REST - NOTE_OFFSET)
+    q = steer_logits(flat, NOTE_OFFSET, 0, both, MelodyContext(25, {_PIANO: 64}))[:128]
+    assert q[62] == pytest.approx(q[60]) and q[65] == pytest.approx(q[67]) and q[64] == pytest.approx(q[60] - 3.0)
+    assert q[63] == pytest.approx(q[60] - 6.0)  # Eb4 is chromatic: a semitone, but no step of the scale
+
+
+def test_melody_steps_need_a_key_and_come_through_the_processor():
+    from types import SimpleNamespace
+
+    from midilm.generate.sampler import Choice
+    from midilm.generate.steering import MelodyContext, steering_processor
+
+    assert not derive_steering("a rock song", step_strength=3.0).steps_on  # no key: no scale to step in
+    assert derive_steering("a waltz in A minor", step_strength=3.0).steps_on
+    assert not derive_steering("a waltz in A minor", steer=False).steps_on
+    config = SteeringConfig(key=(9, "minor"), key_strength=2.0, step_strength=2.0, bpm=90)
+    ids = _event(0, 30, _PIANO, 69) + [40, DUR_OFFSET + 30]
+    row = SimpleNamespace(seq=SimpleNamespace(state=SimpleNamespace(time=40), tokens=ids), offset=0,
+                          uncond_logits=None)
+    logits = np.random.default_rng(7).normal(size=REST - NOTE_OFFSET)
+    got = steering_processor(config)(row, Choice(NOTE_OFFSET, REST), logits)
+    np.testing.assert_allclose(got, steer_logits(logits, NOTE_OFFSET, 40, config, MelodyContext(30, {_PIANO: 69})),
+                               atol=1e-9)
+    assert not np.allclose(got, steer_logits(logits, NOTE_OFFSET, 40, config), atol=1e-3)
+
+
+def test_sustain_draws_durations_toward_a_beat():
+    from midilm.generate.steering import duration_bias, sustain_bias
+
+    config = SteeringConfig(bpm=120, sustain_strength=4.0)  # a beat: 50 ticks
+    np.testing.assert_allclose(sustain_bias(np.array([0, 25, 40, 50, 200]), config), [-4.0, -2.0, -0.8, 0.0, 0.0])
+    durations = np.arange(1, 1000)
+    steered = steer_logits(np.zeros(999), DUR_OFFSET + 1, 0, config)
+    np.testing.assert_allclose(steered, sustain_bias(durations, config), atol=1e-6)
+    # with the grid, an off-beat note (onset 25: an eighth after the beat) also pays for ringing across the next
+    grid = SteeringConfig(bpm=120, sustain_strength=4.0, grid_strength=2.0)
+    both = steer_logits(np.zeros(999), DUR_OFFSET + 1, 25, grid)
+    np.testing.assert_allclose(both, sustain_bias(durations, grid) + duration_bias(durations, 25, grid), atol=1e-6)
+    np.testing.assert_allclose(block_bias(DUR_OFFSET + 1, NOTE_OFFSET, 25, grid), both, atol=1e-6)
+    assert derive_steering("a sad song", sustain_strength=2.0).sustain_on
+    assert not derive_steering("a sad song", steer=False).sustain_on
+
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -440,6 +535,23 @@ from midilm.generate.pipeline import GenerateOptions, generate  # noqa: E402
 
 MODEL = default_model_path()
 needs_model = pytest.mark.skipif(not MODEL.is_dir(), reason="no default model shipped in this checkout")
+
+
+def _top_voice(piece) -> np.ndarray:
+    """The highest pitched note at each onset, in time order."""
+    pitched = piece.program != DRUMS
+    top: dict[int, int] = {}
+    for onset, pitch in zip(piece.start_tick[pitched].tolist(), piece.pitch[pitched].tolist()):
+        top[onset] = max(top.get(onset, -1), pitch)
+    return np.array([top[t] for t in sorted(top)])
+
+
+def _longest_run(line: np.ndarray) -> int:
+    run = longest = 1
+    for a, b in zip(line[:-1], line[1:]):
+        run = run + 1 if a == b else 1
+        longest = max(longest, run)
+    return longest
 
 
 def _pitch_classes(gen) -> set[int]:
@@ -481,6 +593,13 @@ def test_default_steering_and_length_come_from_the_prompt(model):
     assert s["steering"]["active"] and s["steering"]["key"] == "C major" and s["steering"]["bpm"] == 80
     assert s["length"] == {"seconds": 48.0, "source": "default for the prompt"}  # 16 bars of 4/4 at 80 bpm
     assert gen.piece.duration <= 48.0 + 10.0  # the last onset is inside the length; a note may ring on
+    assert s["steering"]["step_strength"] == 3.0 and s["steering"]["sustain_strength"] == 0.0
+    # the top voice moves: before the melodic-steps control it repeated one high G (43 % of its intervals, 9
+    # times in a row; 5 % steps). Wide margins: the sampled notes may differ with float rounding elsewhere.
+    line = _top_voice(gen.piece)
+    intervals = np.abs(np.diff(line))
+    assert len(line) > 30 and _longest_run(line) <= 5
+    assert (intervals == 0).mean() < 0.2 and ((intervals >= 1) & (intervals <= 2)).mean() > 0.25
     off = generate(model, "A calm piano piece in C major at 80 bpm.",
                    GenerateOptions(seed=1, max_tokens=60, steer=False, default_length=False))[0]
     assert not off.settings["steering"]["active"] and off.settings["length"]["source"] == "token budget"
@@ -521,11 +640,13 @@ def test_cli_steering_options(tmp_path):
 
     out = tmp_path / "a.mid"
     r = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "a waltz in A minor", "-o", str(out),
-                        "--seed", "1", "--max-tokens", "45", "--key", "Eb major", "--beat-grid", "0", "--cfg", "1"],
+                        "--seed", "1", "--max-tokens", "45", "--key", "Eb major", "--beat-grid", "0", "--cfg", "1",
+                        "--melody-steps", "0", "--sustain", "2.5"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-1500:]
     s = json.loads(out.with_suffix(".json").read_text())["steering"]
     assert s["key"] == "Eb major" and s["grid_strength"] == 0 and s["meter"] == "3/4" and s["cfg_scale"] == 1.0
+    assert s["step_strength"] == 0 and s["sustain_strength"] == 2.5
     assert "steering: key Eb major" in r.stderr
     bad = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "x", "-o", str(tmp_path / "b.mid"),
                           "--key", "H major"], capture_output=True, text=True, timeout=120)
@@ -538,13 +659,15 @@ def test_server_takes_the_steering_fields(serve_url):
 
     with httpx.Client(base_url=serve_url, timeout=120) as c:
         body = {"prompt": "a cheerful piano tune", "max_tokens": 45, "seconds": 10, "seed": 2, "steer": False,
-                "key": "Eb major", "key_prior": 100}
+                "key": "Eb major", "key_prior": 100, "melody_steps": 2, "sustain": 0.5}
         r = c.post("/v1/generate", json=body)
         assert r.status_code == 200, r.text
         sample = r.json()["samples"][0]
-        assert sample["settings"]["steering"]["key"] == "Eb major"
+        steering = sample["settings"]["steering"]
+        assert steering["key"] == "Eb major" and steering["step_strength"] == 2 and steering["sustain_strength"] == 0.5
         pcs = {int(n[2]) % 12 for n in sample["notes"] if int(n[4]) != DRUMS}
         assert pcs and pcs <= {3, 7, 10}  # the tonic triad: Eb G Bb
         bad = c.post("/v1/generate", json={**body, "key": "H major"})
         assert bad.status_code == 422 and "not a key" in bad.text
         assert c.post("/v1/generate", json={**body, "cfg": 50}).status_code == 422
+        assert c.post("/v1/generate", json={**body, "melody_steps": -1}).status_code == 422

@@ -45,7 +45,8 @@ def _options(args):
         n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         constrained=not args.no_constraints, preset=args.preset,
         steer=not args.no_steer, key=args.key, key_prior=args.key_prior, beat_grid=args.beat_grid,
-        gap_penalty=args.gap_penalty, max_gap_beats=args.max_gap, cfg=args.cfg,
+        gap_penalty=args.gap_penalty, max_gap_beats=args.max_gap, cfg=args.cfg, melody_steps=args.melody_steps,
+        sustain=args.sustain,
     ).with_preset()
 
 
@@ -111,6 +112,10 @@ def steering_notice(settings: dict) -> str:
         parts.append(f"beat grid {settings['bpm']:g} bpm {st['meter']} ({st['grid_strength']:g})")
     if st.get("gap_strength"):
         parts.append(f"gaps past {st['max_gap_beats']:g} beats ({st['gap_strength']:g}/beat)")
+    if st.get("step_strength"):
+        parts.append(f"melodic steps ({st['step_strength']:g})")
+    if st.get("sustain_strength"):
+        parts.append(f"sustain ({st['sustain_strength']:g})")
     if st.get("cfg_scale", 1.0) != 1.0:
         parts.append(f"guidance {st['cfg_scale']:g}")
     text = "steering: " + (", ".join(parts) if parts else st.get("note", "off"))
@@ -192,6 +197,13 @@ def _add_steering(p) -> None:
     g.add_argument("--max-gap", type=_positive(float), default=None, metavar="BEATS",
                    help=f"beats between onsets before the gap penalty starts (default {st.DEFAULT_MAX_GAP_BEATS:g}, "
                         f"{st.SLOW_MAX_GAP_BEATS:g} below {st.SLOW_BPM:g} bpm)")
+    g.add_argument("--melody-steps", type=_strength, default=None, metavar="S",
+                   help="melodic motion, with a key: a note under a half note gains S on a scale step from its "
+                        "instrument's previous top note and loses S on repeating it (default "
+                        f"{st.DEFAULT_STEP_STRENGTH:g})")
+    g.add_argument("--sustain", type=_strength, default=None, metavar="S",
+                   help="notes under a beat lose up to S, the shorter the more (default "
+                        f"{st.DEFAULT_SUSTAIN_STRENGTH:g})")
     g.add_argument("--cfg", type=_cfg_scale, default=None, metavar="SCALE",
                    help=f"classifier-free guidance against the empty description (default {st.DEFAULT_CFG_SCALE:g}: "
                         "off; another scale doubles the work per token)")

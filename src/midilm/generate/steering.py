@@ -12,6 +12,11 @@ block, or the whole music block when sampling without the grammar), each with it
   beat instead of ringing across it;
 - gap penalty (time ids): an onset more than `max_gap_beats` after the row's last onset loses
   `gap_strength` nats per beat beyond it, so long holes become increasingly unlikely;
+- sustain (duration ids): a note shorter than a beat loses up to `sustain_strength` nats, the shorter the
+  more, so that notes ring instead of sounding staccato;
+- melodic motion (note ids, with a key): a note shorter than a half note is drawn toward a step of the key's
+  scale from its instrument's previous top note and away from repeating it; longer notes keep the key prior's
+  triad pull, which decides the key a listener (and the key finder) hears;
 - CFG: logits = uncond + scale * (cond - uncond) on the allowed block, the unconditioned branch being
   MIDI-LLM's prompt with no caption (the SFT drops 10 % of captions, so the model knows that prompt).
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -50,6 +56,14 @@ DEFAULT_MAX_GAP_BEATS = 0.5
 SLOW_BPM = 90.0
 SLOW_MAX_GAP_BEATS = 1.0
 DEFAULT_CFG_SCALE = 1.0  # 1 = off: CFG doubles the cost per token
+DEFAULT_STEP_STRENGTH = 3.0
+DEFAULT_SUSTAIN_STRENGTH = 0.0
+# Notes this many quarter notes long or longer get no melodic-motion bias: they keep the key prior's pull
+# toward the tonic triad (sounding time weighs most in the key finder), the shorter ones move by step. A beat
+# was tried first: with the sustain control most notes last a beat, and the steps went (docs/steering.md).
+MELODY_MAX_BEATS = 2.0
+MELODY_STEPS = (-2, -1, 1, 2)  # semitones from the previous top note that count as a step (if in the scale)
+_MELODY_LOOKBACK = 48  # events searched back for an instrument's previous onset
 
 # Weight of each pitch class above the tonic, in [0, 1]: 1 for the tonic triad, 0.5 for the other scale
 # tones, 0 for chromatic ones; minor's raised seventh (the harmonic-minor leading tone) sits in between.
@@ -157,9 +171,11 @@ class SteeringConfig:
     max_gap_beats: float = DEFAULT_MAX_GAP_BEATS
     gap_strength: float = 0.0
     cfg_scale: float = 1.0
+    step_strength: float = 0.0  # steps from the previous top note +S, repeating it -S (notes under a half note)
+    sustain_strength: float = 0.0  # durations under a beat lose up to S
 
     def __post_init__(self) -> None:
-        for name in ("key_strength", "grid_strength", "gap_strength"):
+        for name in ("key_strength", "grid_strength", "gap_strength", "step_strength", "sustain_strength"):
             value = getattr(self, name)
             if not (0.0 <= value <= 100.0):
                 raise ValueError(f"{name} must be in [0, 100], got {value}")
@@ -179,6 +195,19 @@ class SteeringConfig:
         return self.key is not None and self.key_strength > 0
 
     @property
+    def steps_on(self) -> bool:
+        return self.key is not None and self.step_strength > 0
+
+    @property
+    def notes_on(self) -> bool:
+        """Whether a bias applies to the note block."""
+        return self.key_on or self.steps_on
+
+    @property
+    def sustain_on(self) -> bool:
+        return self.sustain_strength > 0
+
+    @property
     def grid_on(self) -> bool:
         return self.grid_strength > 0
 
@@ -189,7 +218,7 @@ class SteeringConfig:
     @property
     def biased(self) -> bool:
         """Whether any logit bias applies (CFG aside)."""
-        return self.key_on or self.grid_on or self.gap_on
+        return self.key_on or self.grid_on or self.gap_on or self.steps_on or self.sustain_on
 
     @property
     def active(self) -> bool:
@@ -232,7 +261,8 @@ def key_label(key: tuple[int, str]) -> str:
 def derive_steering(prompt: str, *, key: str | None = None, bpm: float | None = None,
                     meter: tuple[int, int] | None = None, steer: bool = True, key_strength: float | None = None,
                     grid_strength: float | None = None, gap_strength: float | None = None,
-                    max_gap_beats: float | None = None, cfg_scale: float | None = None) -> SteeringConfig:
+                    max_gap_beats: float | None = None, cfg_scale: float | None = None,
+                    step_strength: float | None = None, sustain_strength: float | None = None) -> SteeringConfig:
     """The steering for one prompt: on where the prompt or the options give it a target.
 
     `key` (an option, e.g. "F# minor") overrides the prompt's; a prompt that names no key but lists chords
@@ -257,6 +287,8 @@ def derive_steering(prompt: str, *, key: str | None = None, bpm: float | None = 
         gap_strength=pick(gap_strength, DEFAULT_GAP_STRENGTH),
         max_gap_beats=float(max_gap_beats) if max_gap_beats else default_max_gap(bpm),
         cfg_scale=float(cfg_scale) if cfg_scale is not None else DEFAULT_CFG_SCALE if steer else 1.0,
+        step_strength=pick(step_strength, DEFAULT_STEP_STRENGTH) if found is not None else 0.0,
+        sustain_strength=pick(sustain_strength, DEFAULT_SUSTAIN_STRENGTH),
     )
 
 
@@ -331,6 +363,61 @@ def note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class MelodyContext:
+    """What the melodic-motion bias needs of a row at its note slot (`melody_context`)."""
+
+    duration: int  # ticks of the note being drawn: AMT draws a note's duration before its pitch
+    previous: dict[int, int]  # instrument -> its top pitch at its latest earlier onset (only instruments whose
+    # top note at the current onset is still to come: none of their notes here lies within a step below it)
+
+
+def melody_context(tokens: Sequence[int], onset: int) -> MelodyContext | None:
+    """The melodic context of the note about to be drawn at `onset`, from a row's AMT ids so far (they end with
+    its time and duration ids; control triplets are skipped), looking back `_MELODY_LOOKBACK` events; None
+    when the ids do not end with a duration."""
+    n = len(tokens)
+    if n < 2 or not DUR_OFFSET <= tokens[-1] < NOTE_OFFSET:
+        return None
+    current: dict[int, int] = {}  # instrument -> top pitch at the current onset so far
+    earlier: dict[int, tuple[int, int]] = {}  # instrument -> (its latest earlier onset, top pitch there)
+    for i in range(n - 5, max(-1, n - 5 - 3 * _MELODY_LOOKBACK), -3):
+        t, note = tokens[i], tokens[i + 2]
+        if not (0 <= t < DUR_OFFSET and NOTE_OFFSET <= note < REST):
+            continue
+        inst, pitch = divmod(note - NOTE_OFFSET, MAX_PITCH)
+        if inst == DRUMS:
+            continue
+        if t == onset:
+            current[inst] = max(current.get(inst, -1), pitch)
+            continue
+        seen = earlier.get(inst)
+        if seen is None or seen[0] == t:
+            earlier[inst] = (t, pitch if seen is None else max(seen[1], pitch))
+    previous = {inst: top for inst, (_, top) in earlier.items() if current.get(inst, -1) < top - max(MELODY_STEPS)}
+    return MelodyContext(int(tokens[-1]) - DUR_OFFSET, previous)
+
+
+def melody_bias(context: MelodyContext, config: SteeringConfig) -> np.ndarray | None:
+    """(129, 128) bias over (instrument, pitch) for a note in `context`: for each instrument with a previous
+    top note, +step_strength on the pitches a step of the key's (natural) scale away from it, -step_strength
+    on that pitch itself; None when nothing applies (control off, no previous note, or a note of
+    MELODY_MAX_BEATS quarter notes or more, which keeps the key prior's triad pull)."""
+    if not config.steps_on or not context.previous or context.duration >= MELODY_MAX_BEATS * config.beat_ticks:
+        return None
+    tonic, mode = config.key
+    in_scale = np.zeros(12, dtype=bool)
+    in_scale[[(tonic + d) % 12 for d in SCALES[mode]]] = True
+    strength = config.step_strength
+    table = np.zeros((DRUMS + 1, MAX_PITCH))
+    for inst, top in context.previous.items():
+        table[inst, top] -= strength
+        for step in MELODY_STEPS:
+            if 0 <= top + step < MAX_PITCH and in_scale[(top + step) % 12]:
+                table[inst, top + step] += strength
+    return table
+
+
 def grid_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
     """Bias of candidate onset ticks toward the beat grid (`SteeringConfig.grid_levels`): 0 on a beat, -0.1 s on
     an eighth, -0.2 s on a sixteenth, -s off the grid (s = grid_strength), Gaussian around each grid point; a
@@ -368,6 +455,18 @@ def duration_bias(durations: np.ndarray, onset: int, config: SteeringConfig) -> 
     return np.where(across, -SYNCOPATION_WEIGHT * config.grid_strength, 0.0).astype(np.float32)
 
 
+def sustain_bias(durations: np.ndarray, config: SteeringConfig) -> np.ndarray:
+    """Bias of candidate durations (ticks) toward notes that last a beat: -sustain_strength * (1 - d / beat)
+    for a duration d under a beat (a quarter note at the grid's tempo), 0 from a beat on."""
+    short = 1.0 - np.asarray(durations, dtype=np.float64) / config.beat_ticks
+    return (-config.sustain_strength * np.clip(short, 0.0, 1.0)).astype(np.float32)
+
+
+def _duration_bias(durations: np.ndarray, onset: int, config: SteeringConfig) -> np.ndarray:
+    bias = duration_bias(durations, onset, config) if config.grid_on else np.zeros(len(durations), np.float32)
+    return bias + sustain_bias(durations, config) if config.sustain_on else bias
+
+
 def gap_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringConfig) -> np.ndarray:
     """-gap_strength per beat (quarter note) that an onset lies beyond `max_gap_beats` after the row's last
     onset; 0 up to there. Broadcasts ticks against last_onset."""
@@ -376,7 +475,8 @@ def gap_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringCo
     return (-config.gap_strength * np.maximum(excess, 0.0)).astype(np.float32)
 
 
-def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig) -> np.ndarray | None:
+def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig,
+               melody: MelodyContext | None = None) -> np.ndarray | None:
     """(hi - lo,) bias over the AMT ids [lo, hi) for one row, or None when no control touches that block."""
     if not config.biased or hi <= lo:
         return None
@@ -390,19 +490,27 @@ def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig) -> np.
         if config.gap_on:
             bias[t_lo - lo : t_hi - lo] += gap_bias(ticks, last_onset, config)
     d_lo, d_hi = max(lo, DUR_OFFSET), min(hi, NOTE_OFFSET)
-    if d_hi > d_lo and config.grid_on:
+    if d_hi > d_lo and (config.grid_on or config.sustain_on):
         if bias is None:
             bias = np.zeros(hi - lo, dtype=np.float32)
-        bias[d_lo - lo : d_hi - lo] += duration_bias(np.arange(d_lo, d_hi) - DUR_OFFSET, last_onset, config)
+        bias[d_lo - lo : d_hi - lo] += _duration_bias(np.arange(d_lo, d_hi) - DUR_OFFSET, last_onset, config)
     n_lo, n_hi = max(lo, NOTE_OFFSET), min(hi, REST)
-    if n_hi > n_lo and config.key_on:
-        part = note_bias(config.key, config.key_strength)[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
+    if n_hi > n_lo and config.notes_on:
+        part = _note_block_bias(config, melody)[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
         if bias is None and (n_lo, n_hi) == (lo, hi):
-            return part  # the note slot: the cached array itself, no copy
+            return part  # the note slot: the cached array itself, no copy, when only the key prior applies
         if bias is None:
             bias = np.zeros(hi - lo, dtype=np.float32)
         bias[n_lo - lo : n_hi - lo] += part
     return bias
+
+
+def _note_block_bias(config: SteeringConfig, melody: MelodyContext | None) -> np.ndarray:
+    """(16512,) bias over the note ids: the key prior (the shared cached array when nothing else applies) plus
+    the melodic-motion bias."""
+    base = note_bias(config.key, config.key_strength) if config.key_on else np.zeros(REST - NOTE_OFFSET)
+    extra = None if melody is None else melody_bias(melody, config)
+    return base if extra is None else base + extra.reshape(-1)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
@@ -423,20 +531,22 @@ def _reshape_within(x: np.ndarray, bias: np.ndarray, keep: np.ndarray) -> np.nda
     return x + np.where(keep, bias + shift[..., None], 0.0)
 
 
-def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig):
+def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig, melody: MelodyContext | None = None):
     """A row's logits over AMT ids [lo, lo + len(logits)) with the biases applied (numpy or torch; a new
     array, the input is left alone; with no control touching the block the input comes back as is).
+    `melody`: the row's melodic context at a note slot (`melody_context`), for the melodic-motion bias.
 
     Each bias only reshapes a choice the model has made: the time biases move mass among later onsets,
     keeping the probability of another note at the current onset (a chord) as the model gave it; the grid
     moves a duration's mass off the lengths that would ring an off-beat note across the next beat; the key
-    prior moves mass among the pitches of each instrument, keeping each instrument's share (and drums').
+    prior and the melodic-motion bias move mass among the pitches of each instrument, keeping each
+    instrument's share (and drums').
     """
     if not isinstance(logits, np.ndarray):
         import torch
 
         row = logits.detach().cpu().numpy()
-        out = steer_logits(row, lo, last_onset, config)
+        out = steer_logits(row, lo, last_onset, config, melody)
         return logits if out is row else torch.as_tensor(out, device=logits.device, dtype=logits.dtype)
     hi = lo + int(logits.shape[-1])
     if not config.biased or hi <= lo:
@@ -449,18 +559,18 @@ def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig):
         out[t_lo - lo : t_hi - lo] = _reshape_within(out[t_lo - lo : t_hi - lo], _time_bias(ticks, last_onset, config),
                                                     ticks != last_onset)
     d_lo, d_hi = max(lo, DUR_OFFSET), min(hi, NOTE_OFFSET)
-    if d_hi > d_lo and config.grid_on:
+    if d_hi > d_lo and (config.grid_on or config.sustain_on):
         if out is None:
             out = np.array(logits, dtype=np.float64)
-        out[d_lo - lo : d_hi - lo] += duration_bias(np.arange(d_lo, d_hi) - DUR_OFFSET, last_onset, config)
+        out[d_lo - lo : d_hi - lo] += _duration_bias(np.arange(d_lo, d_hi) - DUR_OFFSET, last_onset, config)
     n_lo, n_hi = max(lo, NOTE_OFFSET), min(hi, REST)
-    if n_hi > n_lo and config.key_on:
+    if n_hi > n_lo and config.notes_on:
         if out is None:
             out = np.array(logits, dtype=np.float64)
         notes = np.full(REST - NOTE_OFFSET, -np.inf)  # a partial note range is padded to whole instruments
         notes[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET] = out[n_lo - lo : n_hi - lo]
         grid = notes.reshape(DRUMS + 1, MAX_PITCH)
-        bias = note_bias(config.key, config.key_strength).reshape(DRUMS + 1, MAX_PITCH)
+        bias = _note_block_bias(config, melody).reshape(DRUMS + 1, MAX_PITCH)
         steered = _reshape_within(grid, bias, np.ones_like(grid, dtype=bool)).reshape(-1)
         out[n_lo - lo : n_hi - lo] = steered[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
     return logits if out is None else out.astype(logits.dtype, copy=False)
@@ -521,7 +631,10 @@ def steering_processor(config: SteeringConfig):
         offset = int(getattr(row, "offset", 0))
         if offset not in by_offset:
             by_offset[offset] = shifted(config, offset)
-        return steer_logits(logits, choice.lo, row.seq.state.time, by_offset[offset])
+        melody = None
+        if config.steps_on and choice.lo <= NOTE_OFFSET < choice.hi:
+            melody = melody_context(row.seq.tokens, row.seq.state.time)
+        return steer_logits(logits, choice.lo, row.seq.state.time, by_offset[offset], melody)
 
     apply.config = config  # a backend that runs its own loop (vLLM) rebuilds the processor from this
     return apply

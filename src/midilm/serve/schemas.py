@@ -105,6 +105,13 @@ def request_models(limits: Limits) -> dict[str, type[BaseModel]]:
         cfg: float | None = Field(None, ge=0, le=20, allow_inf_nan=False,
                                   description="classifier-free guidance scale against the empty description "
                                               "(default 1: off; another scale doubles the work)")
+        melody_steps: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                           description="melodic motion (with a key): a note under a half note "
+                                                       "is drawn to a scale step from its instrument's previous "
+                                                       "top note, away from repeating it")
+        sustain: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                      description="durations under a beat lose up to this much, the shorter the "
+                                                  "more")
 
         @field_validator("instruments")
         @classmethod

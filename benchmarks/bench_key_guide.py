@@ -1,11 +1,12 @@
-"""Cost of key-guided decoding per generated token, as a ratio against the same model decoding without it.
+"""Cost of guided decoding per generated token, as a ratio against the same model decoding without it.
 
     python benchmarks/bench_key_guide.py [--model DIR] [--pieces 8] [--repeat 3] [--threads 1]
 
 The shipped understanding model describes the same pieces (MIDI files from `../shared/data/fixtures`, or
-the bundled example when that folder is missing) twice per round: with its saved `key_guide` strength and
-with the guide switched off (strength 0). The encoder features are computed once beforehand, so both arms
-time only the LLM's decoding loop, where the guide's logits processor runs at every step. Reported: the
+the bundled example when that folder is missing) in each arm of every round: with every guide off ("plain"),
+with only its key guide at its saved strength ("key"), and as saved (key, genre and instrument guides, those it
+has: "all"). The encoder features are computed once beforehand, so the arms time only the LLM's decoding loop,
+where the guides' logits processors run at every step. Reported: the
 best process CPU seconds per generated token over the rounds (the machine is shared: CPU time is the
 steadier figure) and the ratio guided / plain. The captions differ between the arms (that is the guide's
 point), so the figures are per token, not per caption.
@@ -52,30 +53,32 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = load_understanding_model(args.model).model
-    strength = model.config.key_guide
-    if model.key_pathway is None or strength <= 0:
+    cfg = model.config
+    saved = (cfg.key_guide, cfg.genre_guide, cfg.instrument_guide)
+    if model.key_pathway is None or cfg.key_guide <= 0:
         raise SystemExit(f"{args.model} has no key guide to time")
     pieces = fixture_pieces(args.pieces)
     feats = model.features([piece_notes(piece) for piece in pieces])
     encoded = [encode_conversation(model.tokenizer, [(DESCRIBE_INSTRUCTION, None)]) for _ in pieces]
 
-    def run(guide: float) -> tuple[float, int]:
-        model.config.key_guide = guide
+    def run(setting: tuple[float, float, bool]) -> tuple[float, int]:
+        cfg.key_guide, cfg.genre_guide, cfg.instrument_guide = setting
         c = time.process_time()
         texts = model.generate(feats, encoded, max_new_tokens=DESCRIBE_TOKENS)
         cpu = time.process_time() - c
         return cpu, sum(len(model.tokenizer(t)["input_ids"]) + 1 for t in texts)  # + EOS
 
+    arms = {"plain": (0.0, 0.0, False), "key": (saved[0], 0.0, False), "all": saved}
     best: dict[str, float] = {}
     for _ in range(args.repeat):
-        for name, guide in (("plain", 0.0), ("guided", strength)):
-            cpu, tokens = run(guide)
+        for name, setting in arms.items():
+            cpu, tokens = run(setting)
             best[name] = min(best.get(name, float("inf")), cpu / tokens)
-    model.config.key_guide = strength
+    cfg.key_guide, cfg.genre_guide, cfg.instrument_guide = saved
     print(f"{len(pieces)} pieces, describe, best of {args.repeat}, {args.threads} thread(s)")
     print("| decoding | CPU ms per token | ratio |")
     print("|---|---|---|")
-    for name in ("plain", "guided"):
+    for name in arms:
         print(f"| {name} | {best[name] * 1000:.2f} | {best[name] / best['plain']:.2f}x |")
 
 

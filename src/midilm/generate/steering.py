@@ -56,7 +56,9 @@ DEFAULT_MAX_GAP_BEATS = 0.5
 SLOW_BPM = 90.0
 SLOW_MAX_GAP_BEATS = 1.0
 DEFAULT_CFG_SCALE = 1.0  # 1 = off: CFG doubles the cost per token
-DEFAULT_STEP_STRENGTH = 3.0
+DEFAULT_STEP_STRENGTH = 3.0  # a non-triad scale step then weighs as a triad tone under the key prior
+# Off: sustain 1 lengthened notes on validation, but it also re-draws the outputs of prompts that give no key
+# (no key control touches them), and on the held-out prompts their in-scale share fell (docs/steering.md).
 DEFAULT_SUSTAIN_STRENGTH = 0.0
 # Notes this many quarter notes long or longer get no melodic-motion bias: they keep the key prior's pull
 # toward the tonic triad (sounding time weighs most in the key finder), the shorter ones move by step. A beat
@@ -618,8 +620,9 @@ def cfg_mix(cond, uncond, scale: float):
 def steering_processor(config: SteeringConfig):
     """The engine's logits hook (`engine.Row.processors`) for one request: CFG first where the row runs an
     unconditioned branch (`row.uncond_logits`), then the biases on the row's grammar clock; the grid stays
-    on the absolute beat grid across windows (`row.offset`: the window's start in absolute ticks). The
-    processor carries its `config`, from which a backend with its own sampling loop (vLLM) rebuilds it."""
+    on the absolute beat grid across windows (`row.offset`: the window's start in absolute ticks); melodic
+    steps read the row's ids so far (`row.seq.tokens`) at each note slot. The processor carries its
+    `config`, from which a backend with its own sampling loop (vLLM) rebuilds it."""
     by_offset: dict[int, SteeringConfig] = {}
 
     def apply(row, choice, logits: np.ndarray) -> np.ndarray:

@@ -540,3 +540,83 @@ def test_list_guide_writes_the_notes_instrument_list_where_the_caption_begins_it
     other = torch.full((1, len(tok)), -20.0)
     other[0, token_ids(tok, " its")[0]] = 5.0
     assert torch.equal(guide(torch.tensor([tok("known for", add_special_tokens=False).input_ids]), other), other)
+
+
+def test_question_kind_reads_what_a_question_asks_for():
+    from midilm.annotate.questions import QUESTIONS
+    from midilm.models.name_guide import question_kind
+
+    asked = {"key": "key", "mode": "mode", "instruments": "instruments", "genre": "genre"}
+    for qtype, questions in QUESTIONS.items():  # every phrasing the training data asks in
+        for q in questions:
+            assert question_kind("Please explain. " + q) == asked.get(qtype, ""), (qtype, q)
+    users = {"What instruments are in this?": "instruments", "What is playing?": "instruments",
+             "Who's playing here?": "instruments", "What style is this?": "genre", "What kind of music is it?": "genre",
+             "Is it major or minor?": "mode", "What key?": "key", "How many instruments are there?": "",
+             "Which instrument plays the melody?": "", "Is the tempo fast?": "", None: ""}
+    for q, kind in users.items():
+        assert question_kind(q) == kind, q
+
+
+def test_an_asked_name_opens_the_short_answer_and_ends_it():
+    from midilm.models.midi_llama import _OPENERS, genre_name_paths, key_name_paths
+    from midilm.models.name_guide import NameGuide, single_tokens, token_ids
+
+    tok = _shipped_tokenizer()
+    classes = [["classical", "string quartet"], ["folk", "reel"]]
+    openers, end = single_tokens(tok, _OPENERS), token_ids(tok, ".") + (tok.eos_token_id,)
+
+    def guide(kind: str) -> NameGuide:
+        return NameGuide(genre_name_paths(tok, classes), torch.tensor([[0.9, 0.1]]), strength=1.0, gate=0.3,
+                         ambiguous=single_tokens(tok, tuple("ABCDEFG")), lm_weight=0.25, asked=[kind],
+                         openers=openers, end=end)
+
+    folk, the, c = (token_ids(tok, w)[0] for w in ("Folk", "The", "C"))
+    classical = token_ids(tok, "Classical")
+    # "What genre is this?": the LM's "Folk" (or a key: "C minor") gives way to the classifier's genre
+    first = _guided_step(guide("genre"), tok, "", {"Folk": 5.0, "C": 4.0, "Classical": 0.0})
+    assert int(first.argmax()) == classical[0] and first[c] == -torch.inf
+    # the asked name is finished and the short answer ends after it ("Classical.")
+    assert int(_guided_step(guide("genre"), tok, "Cla", {" music": 5.0}).argmax()) == classical[1]
+    assert int(_guided_step(guide("genre"), tok, "Classical", {" music": 5.0}).argmax()) == end[0]
+    eos = guide("genre")(torch.tensor([list(classical) + [end[0]]]), torch.zeros((1, len(tok))))
+    assert int(eos.argmax()) == tok.eos_token_id
+    # where the LM begins a sentence ("The piece belongs to the ... genre."), nothing is forced at the start
+    s = torch.full((1, len(tok)), -20.0)
+    s[0, the], s[0, folk] = 5.0, 4.0
+    assert torch.allclose(guide("genre")(torch.zeros((1, 0), dtype=torch.long), s), s)
+    # and where the question asks for something else, its answer's start is the LM's as before (v4)
+    for kind in ("instruments", ""):
+        assert int(_guided_step(guide(kind), tok, "", {"C": 5.0, "Classical": 0.0}).argmax()) == c
+    # a mode question is answered by a mode word, the key classifier's mode, never by a key name
+    probs = torch.zeros((1, 24))
+    probs[0, 19] = 1.0  # G minor (keys 12-23 are the minor ones)
+    keys = NameGuide(key_name_paths(tok), probs, strength=4.0, gate=0.3, ambiguous=single_tokens(tok, tuple("ABCDEFG")),
+                     asked=["mode"], openers=openers, end=end)
+    mode = _guided_step(keys, tok, "", {"Major": 5.0, "C": 4.0, "Minor": 0.0})
+    assert int(mode.argmax()) == token_ids(tok, "Minor")[0] and mode[c] == -torch.inf
+
+
+def test_an_instruments_question_is_answered_by_the_notes_list():
+    from midilm.models.midi_llama import _OPENERS, instrument_list, instrument_name_paths, instrument_shares
+    from midilm.models.name_guide import ListGuide, single_tokens, token_ids
+
+    tok = _shipped_tokenizer()
+    strings = np.array([[0, 0, p, 60, 4, 20, 0, 0] for p in (40, 41, 42, 42)])
+    text = instrument_list(instrument_shares(strings), None)
+    assert text == "cello, violin and viola"
+    span = token_ids(tok, "Cello, violin and viola.") + (tok.eos_token_id,)
+    starts = frozenset(p.tokens[0] for p in instrument_name_paths(tok))
+    guide = ListGuide([()], [span], starts, gate=0.0, openers=single_tokens(tok, _OPENERS))
+    written: list[int] = []
+    for _ in range(len(span)):  # the LM would answer "C minor" (v4 on the Beach quartet): the list is written
+        s = torch.full((1, len(tok)), -20.0)
+        s[0, token_ids(tok, "C")[0]] = 5.0
+        s[0, token_ids(tok, " minor")[0]] = 5.0
+        written.append(int(guide(torch.tensor([written], dtype=torch.long), s).argmax()))
+    assert tok.decode(written, skip_special_tokens=True) == "Cello, violin and viola."
+    assert written[-1] == tok.eos_token_id
+    # an answer the LM begins as a sentence ("The piece is played by ...") is left to it (and the answer guides)
+    s = torch.full((1, len(tok)), -20.0)
+    s[0, token_ids(tok, "The")[0]] = 5.0
+    assert torch.equal(guide(torch.zeros((1, 0), dtype=torch.long), s), s)

@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, article, join_list, spelled_key
+from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, article, cap, join_list, spelled_key
 from midilm.annotate.questions import TONICS, normalise_key
 from midilm.models.conversation import IGNORE, Encoded
 from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
-from midilm.models.name_guide import ListGuide, NameGuide, NamePath, single_tokens, token_ids
+from midilm.models.name_guide import ListGuide, NameGuide, NamePath, question_kind, single_tokens, token_ids
 from midilm.music.gm import PLAIN_NAMES, plain_name
 
 KIND = "midi-llama"
@@ -313,8 +313,13 @@ _GENRE_NOUN_TRIGGERS = (" to the",)  # "belongs to the pop genre": the word and 
 # caption's instrument list is written as the notes give it ("A pop piece for piano")
 _INSTRUMENT_TRIGGERS = (" for", ",", " and", " by", " a")
 _INSTRUMENT_LIST = (" for",)
-# and after these an answer's list, each with its article ("The piece is played by a violin, a viola and a cello.")
-_INSTRUMENT_ANSWER_LIST = (" played by", " hear")
+# and after these an answer's list, each with its article ("The piece is played by a violin, a viola and a cello."
+# closed by its full stop; "You can hear a violin and a cello, with the violin ...")
+_INSTRUMENT_ANSWER_LIST = (" played by",)
+_INSTRUMENT_HEAR_LIST = (" hear",)
+# sentences the LM may begin an answer with, whose names the triggers above guide ("The piece is played by ...",
+# "It is in G major."): where it begins one, the name a question asks for is not written at the answer's start
+_OPENERS = ("The", "It", "Its", "This", "You", "There")
 LIST_GATE = 0.01  # the LM's probability of starting an instrument name after " for" that begins the list
 # every instrument word a caption or answer uses: the GM programs' plain names, then the drum kit's
 INSTRUMENT_WORDS = tuple(dict.fromkeys(PLAIN_NAMES)) + ("drums",)
@@ -322,17 +327,20 @@ INSTRUMENT_WORDS = tuple(dict.fromkeys(PLAIN_NAMES)) + ("drums",)
 
 def key_name_paths(tokenizer) -> list[NamePath]:
     """The token sequences that name a key or a mode in the model's answers, each naming key indices (0-23);
-    bare mode words name the 12 keys of their mode."""
+    bare mode words name the 12 keys of their mode. At the answer's start a key name is due where the question
+    asks for the key, a mode word where it asks for the mode (`NamePath.asked`)."""
     after_key, after_mode = (tuple(token_ids(tokenizer, t) for t in ts) for ts in (_KEY_TRIGGERS, _MODE_TRIGGERS))
     paths = []
     for k, name in enumerate(KEY_NAMES):
         for text in dict.fromkeys((name, spelled_key(name))):
             paths.append(NamePath(token_ids(tokenizer, " " + text), (k,), after=after_key))
         paths.append(NamePath(token_ids(tokenizer, name), (k,), at=((),)))
+        paths.append(NamePath(token_ids(tokenizer, name), (k,), at=((),), asked="key"))
     for m, mode in enumerate(KEY_MODES):
         keys = tuple(range(m * PITCH_CLASSES, (m + 1) * PITCH_CLASSES))
         paths.append(NamePath(token_ids(tokenizer, " " + mode), keys, after=after_mode))
         paths.append(NamePath(token_ids(tokenizer, mode.capitalize()), keys, at=((),)))
+        paths.append(NamePath(token_ids(tokenizer, mode.capitalize()), keys, at=((),), asked="mode"))
     return paths
 
 
@@ -345,7 +353,7 @@ def genre_name_paths(tokenizer, classes: Sequence[Sequence[str]]) -> list[NamePa
     """The token sequences that name a genre class ([genre, form]): its whole phrase after the caption's
     opening article ("A" or "An", as `captions.fact_caption` chooses it), and its genre word after "style is",
     "genre is", "to the" (then with " genre") or capitalised at the answer's start ("Pop."), naming every class
-    of that genre."""
+    of that genre; there it is due where the question asks for the genre or style (`NamePath.asked`)."""
     after, before_noun = (tuple(token_ids(tokenizer, t) for t in ts) for ts in (_GENRE_TRIGGERS, _GENRE_NOUN_TRIGGERS))
     paths = []
     by_genre: dict[str, list[int]] = {}
@@ -362,6 +370,7 @@ def genre_name_paths(tokenizer, classes: Sequence[Sequence[str]]) -> list[NamePa
         start = token_ids(tokenizer, genre[:1].upper() + genre[1:])
         if len(tokenizer.decode(start[:1])) > 2:  # a letter or two may start any other word
             paths.append(NamePath(start, tuple(cs), at=((),)))
+        paths.append(NamePath(start, tuple(cs), at=((),), asked="genre"))  # "F" + "olk" too, when asked
     return paths
 
 
@@ -629,9 +638,13 @@ class MidiLlama(nn.Module):
                 at += width
         return out
 
-    def guides(self, features: torch.Tensor) -> list[NameGuide | ListGuide]:
+    def guides(self, features: torch.Tensor, questions: Sequence[str | None] | None = None
+               ) -> list[NameGuide | ListGuide]:
         """The guided-decoding processors (key, genre, instruments: those switched on) for a batch's features;
-        with the instrument guide, first, the `ListGuide` that writes the caption's instrument list."""
+        with the instrument guide, first, the `ListGuide`s that write the caption's and the answers' instrument
+        lists. `questions` (each row's last question, if known) make the name a question asks for due at its
+        answer's start (`name_guide.question_kind`): "Which instruments are playing?" is answered by the notes'
+        list ("Violin, viola and cello."), "What genre is this?" by the genre classifier's word."""
         if getattr(self, "_paths", None) is None:
             tok = self.tokenizer
             self._paths = {"key": key_name_paths(tok), "genre": genre_name_paths(tok, self.config.genre_classes),
@@ -643,6 +656,9 @@ class MidiLlama(nn.Module):
                                "instruments": frozenset(t for t in (p.tokens[0] for p in self._paths["instruments"])
                                                         if len(tok.decode([t]).strip()) <= 2)}
         cols, cfg, out = self.guide_columns(), self.config, []
+        asked = [question_kind(q) for q in questions] if questions is not None else []
+        openers = single_tokens(self.tokenizer, _OPENERS)
+        end = token_ids(self.tokenizer, ".") + (self.tokenizer.eos_token_id,)  # a short answer: "Classical."
         settings = {"key": (cfg.key_guide, cfg.key_guide_gate, {}),
                     "genre": (cfg.genre_guide, cfg.guide_gate, {"lm_weight": cfg.genre_lm_weight}),
                     "instruments": (1.0 if cfg.instrument_guide else 0.0, cfg.guide_gate,
@@ -652,18 +668,26 @@ class MidiLlama(nn.Module):
                 probs = features[:, 0, cols[name]].to(self.device)
                 if name == "instruments":
                     probs = (probs > 0).float()  # present or not; the shares order the list below
-                out.append(NameGuide(self._paths[name], probs, strength, gate, self._ambiguous[name], **options))
+                out.append(NameGuide(self._paths[name], probs, strength, gate, self._ambiguous[name], asked=asked,
+                                     openers=openers, end=end, **options))
         if "instruments" in cols:
             tok, shares = self.tokenizer, features[:, 0, cols["instruments"]].cpu().numpy()
             starts = frozenset(p.tokens[0] for p in self._paths["instruments"])
             starts |= frozenset(token_ids(tok, f" {a}")[0] for a in ("a", "an"))
-            for triggers, limit, articles in ((_INSTRUMENT_LIST, FACT_CAPTION_INSTRUMENTS, False),
-                                              (_INSTRUMENT_ANSWER_LIST, None, True)):
+            comma = (" and", ",")  # after these lists the sentence ends
+            for triggers, limit, articles, closed in ((_INSTRUMENT_LIST, FACT_CAPTION_INSTRUMENTS, False, (" and",)),
+                                                      (_INSTRUMENT_ANSWER_LIST, None, True, comma),
+                                                      (_INSTRUMENT_HEAR_LIST, None, True, (" and",))):
                 spans = [token_ids(tok, " " + instrument_list(row, limit, articles)) if row.any() else ()
                          for row in shares]
                 # first: their gates read the LM's own probabilities, before the instrument guide removes any
                 out.insert(0, ListGuide([token_ids(tok, t) for t in triggers], spans, starts, LIST_GATE,
-                                        single_tokens(tok, (" and",))))
+                                        single_tokens(tok, closed)))
+            # the short answer to an instruments question: the whole list, capitalised ("Violin, viola and cello.")
+            spans = [token_ids(tok, cap(instrument_list(row, None)) + ".") + end[1:]
+                     if kind == "instruments" and row.any() else () for row, kind in zip(shares, asked)]
+            if any(spans):
+                out.insert(0, ListGuide([()], spans, starts, 0.0, openers=openers))
         return out
 
     def add_key_pathway(self) -> KeyPathway:
@@ -766,8 +790,10 @@ class MidiLlama(nn.Module):
 
     @torch.no_grad()
     def generate(self, features: torch.Tensor, encoded: Sequence[Encoded], max_new_tokens: int = 128,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-        """Answers (greedy when temperature is 0, else sampled) with the KV cache, each stopping at EOS."""
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 questions: Sequence[str | None] | None = None) -> list[str]:
+        """Answers (greedy when temperature is 0, else sampled) with the KV cache, each stopping at EOS;
+        `questions`, each row's last question, let the guides answer what it asks for (`guides`)."""
         b = self.batch(encoded, left_pad=True)
         dev = self.device
         emb = self.embed(b["input_ids"].to(dev), b["slot"].to(dev), features.to(dev))
@@ -776,7 +802,7 @@ class MidiLlama(nn.Module):
                   "eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id}
         if sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        guides = self.guides(features)
+        guides = self.guides(features, questions)
         if guides:
             from transformers import LogitsProcessorList
 

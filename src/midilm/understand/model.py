@@ -110,7 +110,8 @@ class MidiLlamaUnderstanding(UnderstandingModel):
         feats = feats[[uniq.index(first[id(p)]) for p in pieces]]
         encoded = [encode_conversation(self.model.tokenizer, turns) for turns in conversations]
         return self.model.generate(feats, encoded, max_new_tokens=options.max_new_tokens,
-                                   temperature=options.temperature, top_p=options.top_p, seed=options.seed)
+                                   temperature=options.temperature, top_p=options.top_p, seed=options.seed,
+                                   questions=[turns[-1][0] for turns in conversations])
 
 
 def piece_notes(piece):

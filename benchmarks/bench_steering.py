@@ -4,11 +4,14 @@
 
 The shipped model on the transformers backend, one prompt, the same seed for every run, through the one
 engine (`engine.run_rows`) with the steering processor `midilm generate` installs. Each control runs
-alone (melodic steps also on the key prior they sit on), then all the biases together (the default), then
-CFG (scale 1.5) alone and with the biases; CFG adds the unconditioned prompt as a second row of the batch.
+alone (melodic steps also on the key prior they sit on; the established key, which only runs without a
+key, alone and in the default for the same prompt with its key left out), then all the biases together (the
+default), then CFG (scale 1.5) alone and with the biases; CFG adds the unconditioned prompt as a second row of
+the batch.
 Reported: CPU seconds of this process per token (the machine is shared: CPU time is the steadier figure)
 and the ratio to the run without steering. A second table times the bias functions alone per call, model
-aside (melodic steps including the look-back over the row's ids).
+aside (melodic steps including the look-back over the row's ids; the established key's tracker over a whole
+history at once and per note slot as it runs).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def main() -> None:
     from midilm.generate.grammar import GrammarConfig
     from midilm.generate.sampler import MusicSequence, SamplingConfig
     from midilm.generate.steering import (
+        KeyTracker,
         SteeringConfig,
         cfg_mix,
         derive_steering,
@@ -57,6 +61,7 @@ def main() -> None:
     ap.add_argument("--prompt", default="A calm piano piece in C major at 80 bpm.")
     ap.add_argument("--steps", type=float, default=3.0, help="melodic-steps strength of its own rows")
     ap.add_argument("--sustain", type=float, default=1.0, help="sustain strength of its own row")
+    ap.add_argument("--established", type=float, default=3.0, help="established-key strength of its own rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m = load_text_to_midi(args.model)
@@ -77,6 +82,9 @@ def main() -> None:
                                                            ("gap", full.gap_on), ("steps", full.steps_on),
                                                            ("sustain", full.sustain_on)) if on) + ")",
          SteeringConfig(**{**full.__dict__, "cfg_scale": 1.0})),
+        (f"established key ({args.established:g}) alone", SteeringConfig(established_strength=args.established)),
+        (f"the default without a key (grid + gap + established key {args.established:g})",
+         derive_steering("A calm piano piece at 80 bpm.", bpm=80, established_strength=args.established)),
         ("CFG 1.5 alone", SteeringConfig(cfg_scale=1.5)),
         ("default + CFG 1.5", SteeringConfig(**{**full.__dict__, "cfg_scale": 1.5})),
     ]
@@ -123,8 +131,23 @@ def main() -> None:
     for _ in range(calls):
         steer_logits(dur_row, DUR_OFFSET + 1, 3000, sustain)
     sustain_us = (time.process_time() - t) / calls * 1e6
+    established = SteeringConfig(established_strength=3.0)
+    t = time.process_time()
+    for _ in range(calls):
+        tracker = KeyTracker()
+        tracker.update(ids)
+    history_us = (time.process_time() - t) / calls * 1e6
+    # as it runs: each note slot walks one new event, then the scale prior applies
+    t = time.process_time()
+    tracker, view = KeyTracker(), np.asarray(ids)
+    for k in range(calls):  # the k-th note slot of a history of 1,000 events (the tracker starts over at 1,000)
+        key = tracker.update(view[: 3 * (k % 1000 + 1) + 2])
+        steer_logits(note_row, NOTE_OFFSET, 5000, established, established=key)
+    running_us = (time.process_time() - t) / calls * 1e6
     micro = [("key prior + melodic steps, note block (context from 1,000 events)", steps_us),
-             ("sustain, duration block (999 ids)", sustain_us)]
+             ("sustain, duration block (999 ids)", sustain_us),
+             ("established key: tracker over a 1,000-event history from scratch", history_us),
+             ("established key: tracker (one new event) + scale prior, note block", running_us)]
     for label, config, row, lo in (
         ("key prior, note block (16,512 ids)", SteeringConfig(key=(0, "major"), key_strength=2.0), note_row,
          NOTE_OFFSET),

@@ -356,6 +356,9 @@ def _profile_matrix() -> np.ndarray:
 
 
 _PROFILES = _profile_matrix()
+# (24, 12): rows 12 * mode + tonic (major, then minor), centred and unit length: a pitch-class histogram's dot
+# product with a row ranks the keys as its correlation with that key's profile does (steering's established key)
+KEY_PROFILES = _PROFILES
 
 
 def _segments(piece: Piece, a: _Beats, key: KeyEstimate) -> list[dict]:

@@ -46,7 +46,7 @@ def _options(args):
         constrained=not args.no_constraints, preset=args.preset,
         steer=not args.no_steer, key=args.key, key_prior=args.key_prior, beat_grid=args.beat_grid,
         gap_penalty=args.gap_penalty, max_gap_beats=args.max_gap, cfg=args.cfg, melody_steps=args.melody_steps,
-        sustain=args.sustain,
+        sustain=args.sustain, established_key=args.established_key,
     ).with_preset()
 
 
@@ -116,6 +116,8 @@ def steering_notice(settings: dict) -> str:
         parts.append(f"melodic steps ({st['step_strength']:g})")
     if st.get("sustain_strength"):
         parts.append(f"sustain ({st['sustain_strength']:g})")
+    if st.get("established_strength"):
+        parts.append(f"established key ({st['established_strength']:g})")
     if st.get("cfg_scale", 1.0) != 1.0:
         parts.append(f"guidance {st['cfg_scale']:g}")
     text = "steering: " + (", ".join(parts) if parts else st.get("note", "off"))
@@ -204,6 +206,10 @@ def _add_steering(p) -> None:
     g.add_argument("--sustain", type=_strength, default=None, metavar="S",
                    help="notes under a beat lose up to S, the shorter the more (default "
                         f"{st.DEFAULT_SUSTAIN_STRENGTH:g})")
+    g.add_argument("--established-key", type=_strength, default=None, metavar="S",
+                   help="with no key in the prompt or options: once the piece has "
+                        f"{st.ESTABLISHED_NOTES} pitched notes, tones outside the key they establish lose S "
+                        f"(default {st.DEFAULT_ESTABLISHED_STRENGTH:g})")
     g.add_argument("--cfg", type=_cfg_scale, default=None, metavar="SCALE",
                    help=f"classifier-free guidance against the empty description (default {st.DEFAULT_CFG_SCALE:g}: "
                         "off; another scale doubles the work per token)")

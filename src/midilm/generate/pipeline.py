@@ -70,7 +70,7 @@ PRESETS = {
     "midi-llm": {"temperature": 1.0, "top_p": 0.98, "top_k": 0, "max_tokens": 2046, "constrained": False,
                  "seconds": None, "use_prompt_instruments": False, "instruments": None, "steer": False,
                  "key_prior": None, "beat_grid": None, "gap_penalty": None, "cfg": None,
-                 "melody_steps": None, "sustain": None, "default_length": False},
+                 "melody_steps": None, "sustain": None, "established_key": None, "default_length": False},
 }
 
 
@@ -193,6 +193,7 @@ class GenerateOptions:
     cfg: float | None = None  # classifier-free guidance scale (1: off)
     melody_steps: float | None = None  # short notes drawn to a scale step from their previous top note
     sustain: float | None = None  # durations under a beat lose up to this much
+    established_key: float | None = None  # no key given: tones outside the key the notes establish lose this
     default_length: bool = True  # without `seconds`, a piece of the length the prompt implies (steering.py)
 
     def with_preset(self) -> GenerateOptions:
@@ -326,7 +327,7 @@ def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | No
                                key_strength=options.key_prior, grid_strength=options.beat_grid,
                                gap_strength=options.gap_penalty, max_gap_beats=options.max_gap_beats,
                                cfg_scale=options.cfg, step_strength=options.melody_steps,
-                               sustain_strength=options.sustain)
+                               sustain_strength=options.sustain, established_strength=options.established_key)
     if steering.cfg_scale != 1.0 and getattr(model, "backend", "transformers") == "vllm":
         raise ValueError(f"cfg {steering.cfg_scale:g}: classifier-free guidance needs the transformers or llamacpp "
                          "backend (it runs an unconditioned second pass per sample, which vLLM's logits processors "

@@ -17,6 +17,10 @@ block, or the whole music block when sampling without the grammar), each with it
 - melodic motion (note ids, with a key): a note shorter than a half note is drawn toward a step of the key's
   scale from its instrument's previous top note and away from repeating it; longer notes keep the key prior's
   triad pull, which decides the key a listener (and the key finder) hears;
+- established key (note ids, only without a key): once a piece has ESTABLISHED_NOTES pitched notes, the key
+  they establish (a duration-weighted pitch-class profile scored against the analysis's Aarden-Essen key
+  profiles, re-estimated at every note) is favoured: its scale tones keep their logits, the others lose S
+  (minor's leading tone S/2), with no tonic-triad pull; drums are left alone;
 - CFG: logits = uncond + scale * (cond - uncond) on the allowed block, the unconditioned branch being
   MIDI-LLM's prompt with no caption (the SFT drops 10 % of captions, so the model knows that prompt).
 
@@ -39,6 +43,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from midilm.annotate.harmony import KEY_PROFILES
 from midilm.codecs.amt.vocab import DRUMS, DUR_OFFSET, MAX_PITCH, NOTE_OFFSET, REST, TIME_RESOLUTION
 
 MODES = ("major", "minor")
@@ -63,6 +68,11 @@ DEFAULT_SUSTAIN_STRENGTH = 0.0
 # Notes this many quarter notes long or longer get no melodic-motion bias: they keep the key prior's pull
 # toward the tonic triad (sounding time weighs most in the key finder), the shorter ones move by step. A beat
 # was tried first: with the sustain control most notes last a beat, and the steps went (docs/steering.md).
+# Off: on the validation prompts whose piece has a key the prompt does not name, the outputs kept to the key
+# they established (0.87 -> 0.96-0.98 of note time in its scale), but that key is rarely the piece's, and the
+# share in the piece's key fell (0.58 -> 0.52); named-key prompts are untouched (docs/steering.md).
+DEFAULT_ESTABLISHED_STRENGTH = 0.0
+ESTABLISHED_NOTES = 16  # pitched notes (about two bars at this model's density) before a key counts as established
 MELODY_MAX_BEATS = 2.0
 MELODY_STEPS = (-2, -1, 1, 2)  # semitones from the previous top note that count as a step (if in the scale)
 _MELODY_LOOKBACK = 48  # events searched back for an instrument's previous onset
@@ -175,9 +185,11 @@ class SteeringConfig:
     cfg_scale: float = 1.0
     step_strength: float = 0.0  # steps from the previous top note +S, repeating it -S (notes under a half note)
     sustain_strength: float = 0.0  # durations under a beat lose up to S
+    established_strength: float = 0.0  # without a key: tones outside the key the notes so far establish lose S
 
     def __post_init__(self) -> None:
-        for name in ("key_strength", "grid_strength", "gap_strength", "step_strength", "sustain_strength"):
+        for name in ("key_strength", "grid_strength", "gap_strength", "step_strength", "sustain_strength",
+                     "established_strength"):
             value = getattr(self, name)
             if not (0.0 <= value <= 100.0):
                 raise ValueError(f"{name} must be in [0, 100], got {value}")
@@ -201,9 +213,14 @@ class SteeringConfig:
         return self.key is not None and self.step_strength > 0
 
     @property
+    def established_on(self) -> bool:
+        """Whether the key the notes establish is steered toward (only when no key is given)."""
+        return self.key is None and self.established_strength > 0
+
+    @property
     def notes_on(self) -> bool:
-        """Whether a bias applies to the note block."""
-        return self.key_on or self.steps_on
+        """Whether a bias may apply to the note block."""
+        return self.key_on or self.steps_on or self.established_on
 
     @property
     def sustain_on(self) -> bool:
@@ -220,7 +237,7 @@ class SteeringConfig:
     @property
     def biased(self) -> bool:
         """Whether any logit bias applies (CFG aside)."""
-        return self.key_on or self.grid_on or self.gap_on or self.steps_on or self.sustain_on
+        return self.key_on or self.grid_on or self.gap_on or self.steps_on or self.sustain_on or self.established_on
 
     @property
     def active(self) -> bool:
@@ -264,7 +281,8 @@ def derive_steering(prompt: str, *, key: str | None = None, bpm: float | None = 
                     meter: tuple[int, int] | None = None, steer: bool = True, key_strength: float | None = None,
                     grid_strength: float | None = None, gap_strength: float | None = None,
                     max_gap_beats: float | None = None, cfg_scale: float | None = None,
-                    step_strength: float | None = None, sustain_strength: float | None = None) -> SteeringConfig:
+                    step_strength: float | None = None, sustain_strength: float | None = None,
+                    established_strength: float | None = None) -> SteeringConfig:
     """The steering for one prompt: on where the prompt or the options give it a target.
 
     `key` (an option, e.g. "F# minor") overrides the prompt's; a prompt that names no key but lists chords
@@ -291,6 +309,7 @@ def derive_steering(prompt: str, *, key: str | None = None, bpm: float | None = 
         cfg_scale=float(cfg_scale) if cfg_scale is not None else DEFAULT_CFG_SCALE if steer else 1.0,
         step_strength=pick(step_strength, DEFAULT_STEP_STRENGTH) if found is not None else 0.0,
         sustain_strength=pick(sustain_strength, DEFAULT_SUSTAIN_STRENGTH),
+        established_strength=pick(established_strength, DEFAULT_ESTABLISHED_STRENGTH) if found is None else 0.0,
     )
 
 
@@ -363,6 +382,56 @@ def note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
     out = table.reshape(-1)
     out.flags.writeable = False
     return out
+
+
+@lru_cache(maxsize=64)
+def scale_note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
+    """(16512,) bias over the note ids toward a key's scale, with no triad pull: 0 on the scale's (natural)
+    tones, -strength/2 on minor's leading tone, -strength on the other pitch classes; drums get none. Read-only."""
+    tonic, mode = key
+    per_pc = np.full(12, -strength, dtype=np.float32)
+    per_pc[[(tonic + d) % 12 for d in SCALES[mode]]] = 0.0
+    if mode == "minor":
+        per_pc[(tonic + 11) % 12] = -strength / 2
+    table = np.tile(per_pc[np.arange(MAX_PITCH) % 12], DRUMS + 1).reshape(DRUMS + 1, MAX_PITCH)
+    table[DRUMS] = 0.0
+    out = table.reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+def profile_key(pc_weights: np.ndarray) -> tuple[int, str]:
+    """The key whose Aarden-Essen profile (the analysis's local-key profiles) best matches a (12,) pitch-class
+    weight vector (correlation; ties go to the first, major before minor, C upward)."""
+    k = int(np.argmax(KEY_PROFILES @ np.asarray(pc_weights, dtype=np.float64)))
+    return k % 12, MODES[k // 12]
+
+
+class KeyTracker:
+    """The key a row's notes so far establish, kept incrementally: each call walks only the ids added since the
+    last one and adds each pitched note's duration (ticks, at least one) to its pitch class; drums and control
+    triplets are skipped. None until ESTABLISHED_NOTES pitched notes have sounded."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # ids walked (whole triplets)
+        self.notes = 0
+        self.weights = np.zeros(12)
+
+    def update(self, tokens: Sequence[int]) -> tuple[int, str] | None:
+        n = len(tokens)
+        if n < self.seen:  # the row's ids were re-based (a new window): start over
+            self.seen, self.notes, self.weights = 0, 0, np.zeros(12)
+        for i in range(self.seen, n - 2, 3):
+            t, d, note = tokens[i], tokens[i + 1], tokens[i + 2]
+            if not (0 <= t < DUR_OFFSET and DUR_OFFSET <= d < NOTE_OFFSET and NOTE_OFFSET <= note < REST):
+                continue
+            inst, pitch = divmod(note - NOTE_OFFSET, MAX_PITCH)
+            if inst == DRUMS:
+                continue
+            self.weights[pitch % 12] += max(1, d - DUR_OFFSET)
+            self.notes += 1
+        self.seen = max(self.seen, n - (n - self.seen) % 3)
+        return profile_key(self.weights) if self.notes >= ESTABLISHED_NOTES else None
 
 
 @dataclass(frozen=True)
@@ -477,9 +546,10 @@ def gap_bias(ticks: np.ndarray, last_onset: np.ndarray | int, config: SteeringCo
     return (-config.gap_strength * np.maximum(excess, 0.0)).astype(np.float32)
 
 
-def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig,
-               melody: MelodyContext | None = None) -> np.ndarray | None:
-    """(hi - lo,) bias over the AMT ids [lo, hi) for one row, or None when no control touches that block."""
+def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig, melody: MelodyContext | None = None,
+               established: tuple[int, str] | None = None) -> np.ndarray | None:
+    """(hi - lo,) bias over the AMT ids [lo, hi) for one row, or None when no control touches that block.
+    `established`: the key the row's notes establish (`KeyTracker`), steered toward only when config has none."""
     if not config.biased or hi <= lo:
         return None
     bias = None
@@ -497,8 +567,9 @@ def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig,
             bias = np.zeros(hi - lo, dtype=np.float32)
         bias[d_lo - lo : d_hi - lo] += _duration_bias(np.arange(d_lo, d_hi) - DUR_OFFSET, last_onset, config)
     n_lo, n_hi = max(lo, NOTE_OFFSET), min(hi, REST)
-    if n_hi > n_lo and config.notes_on:
-        part = _note_block_bias(config, melody)[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
+    note_bias_row = _note_block_bias(config, melody, established) if n_hi > n_lo and config.notes_on else None
+    if note_bias_row is not None:
+        part = note_bias_row[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
         if bias is None and (n_lo, n_hi) == (lo, hi):
             return part  # the note slot: the cached array itself, no copy, when only the key prior applies
         if bias is None:
@@ -507,12 +578,20 @@ def block_bias(lo: int, hi: int, last_onset: int, config: SteeringConfig,
     return bias
 
 
-def _note_block_bias(config: SteeringConfig, melody: MelodyContext | None) -> np.ndarray:
-    """(16512,) bias over the note ids: the key prior (the shared cached array when nothing else applies) plus
-    the melodic-motion bias."""
-    base = note_bias(config.key, config.key_strength) if config.key_on else np.zeros(REST - NOTE_OFFSET)
+def _note_block_bias(config: SteeringConfig, melody: MelodyContext | None,
+                     established: tuple[int, str] | None = None) -> np.ndarray | None:
+    """(16512,) bias over the note ids: the key prior, or without a key the established key's scale (the shared
+    cached arrays when nothing else applies), plus the melodic-motion bias; None when nothing applies."""
+    if config.key_on:
+        base = note_bias(config.key, config.key_strength)
+    elif config.established_on and established is not None:
+        base = scale_note_bias(established, config.established_strength)
+    else:
+        base = None
     extra = None if melody is None else melody_bias(melody, config)
-    return base if extra is None else base + extra.reshape(-1)
+    if extra is None:
+        return base
+    return extra.reshape(-1) if base is None else base + extra.reshape(-1)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
@@ -533,10 +612,12 @@ def _reshape_within(x: np.ndarray, bias: np.ndarray, keep: np.ndarray) -> np.nda
     return x + np.where(keep, bias + shift[..., None], 0.0)
 
 
-def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig, melody: MelodyContext | None = None):
+def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig, melody: MelodyContext | None = None,
+                 established: tuple[int, str] | None = None):
     """A row's logits over AMT ids [lo, lo + len(logits)) with the biases applied (numpy or torch; a new
     array, the input is left alone; with no control touching the block the input comes back as is).
-    `melody`: the row's melodic context at a note slot (`melody_context`), for the melodic-motion bias.
+    `melody`: the row's melodic context at a note slot (`melody_context`), for the melodic-motion bias;
+    `established`: the key the row's notes so far establish (`KeyTracker`), used only when config has no key.
 
     Each bias only reshapes a choice the model has made: the time biases move mass among later onsets,
     keeping the probability of another note at the current onset (a chord) as the model gave it; the grid
@@ -548,7 +629,7 @@ def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig, melod
         import torch
 
         row = logits.detach().cpu().numpy()
-        out = steer_logits(row, lo, last_onset, config, melody)
+        out = steer_logits(row, lo, last_onset, config, melody, established)
         return logits if out is row else torch.as_tensor(out, device=logits.device, dtype=logits.dtype)
     hi = lo + int(logits.shape[-1])
     if not config.biased or hi <= lo:
@@ -566,13 +647,14 @@ def steer_logits(logits, lo: int, last_onset: int, config: SteeringConfig, melod
             out = np.array(logits, dtype=np.float64)
         out[d_lo - lo : d_hi - lo] += _duration_bias(np.arange(d_lo, d_hi) - DUR_OFFSET, last_onset, config)
     n_lo, n_hi = max(lo, NOTE_OFFSET), min(hi, REST)
-    if n_hi > n_lo and config.notes_on:
+    note_bias_row = _note_block_bias(config, melody, established) if n_hi > n_lo and config.notes_on else None
+    if note_bias_row is not None:
         if out is None:
             out = np.array(logits, dtype=np.float64)
         notes = np.full(REST - NOTE_OFFSET, -np.inf)  # a partial note range is padded to whole instruments
         notes[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET] = out[n_lo - lo : n_hi - lo]
         grid = notes.reshape(DRUMS + 1, MAX_PITCH)
-        bias = _note_block_bias(config, melody).reshape(DRUMS + 1, MAX_PITCH)
+        bias = note_bias_row.reshape(DRUMS + 1, MAX_PITCH)
         steered = _reshape_within(grid, bias, np.ones_like(grid, dtype=bool)).reshape(-1)
         out[n_lo - lo : n_hi - lo] = steered[n_lo - NOTE_OFFSET : n_hi - NOTE_OFFSET]
     return logits if out is None else out.astype(logits.dtype, copy=False)
@@ -621,9 +703,13 @@ def steering_processor(config: SteeringConfig):
     """The engine's logits hook (`engine.Row.processors`) for one request: CFG first where the row runs an
     unconditioned branch (`row.uncond_logits`), then the biases on the row's grammar clock; the grid stays
     on the absolute beat grid across windows (`row.offset`: the window's start in absolute ticks); melodic
-    steps read the row's ids so far (`row.seq.tokens`) at each note slot. The processor carries its
+    steps read the row's ids so far (`row.seq.tokens`) at each note slot, and so does the established key (a
+    `KeyTracker` per row, walking only the new ids; a row starts over in each window). The processor carries its
     `config`, from which a backend with its own sampling loop (vLLM) rebuilds it."""
     by_offset: dict[int, SteeringConfig] = {}
+    # id(row) -> (row, its KeyTracker); the row is kept so that its id is not reused while the processor (one
+    # request's) lives
+    trackers: dict[int, tuple[object, KeyTracker]] = {}
 
     def apply(row, choice, logits: np.ndarray) -> np.ndarray:
         uncond = getattr(row, "uncond_logits", None)
@@ -634,10 +720,14 @@ def steering_processor(config: SteeringConfig):
         offset = int(getattr(row, "offset", 0))
         if offset not in by_offset:
             by_offset[offset] = shifted(config, offset)
-        melody = None
-        if config.steps_on and choice.lo <= NOTE_OFFSET < choice.hi:
-            melody = melody_context(row.seq.tokens, row.seq.state.time)
-        return steer_logits(logits, choice.lo, row.seq.state.time, by_offset[offset], melody)
+        melody = established = None
+        if choice.lo <= NOTE_OFFSET < choice.hi:
+            if config.steps_on:
+                melody = melody_context(row.seq.tokens, row.seq.state.time)
+            if config.established_on:
+                _, tracker = trackers.setdefault(id(row), (row, KeyTracker()))
+                established = tracker.update(row.seq.tokens)
+        return steer_logits(logits, choice.lo, row.seq.state.time, by_offset[offset], melody, established)
 
     apply.config = config  # a backend that runs its own loop (vLLM) rebuilds the processor from this
     return apply

@@ -62,9 +62,10 @@ SLOW_BPM = 90.0
 SLOW_MAX_GAP_BEATS = 1.0
 DEFAULT_CFG_SCALE = 1.0  # 1 = off: CFG doubles the cost per token
 DEFAULT_STEP_STRENGTH = 3.0  # a non-triad scale step then weighs as a triad tone under the key prior
-# Off: sustain 1 lengthened notes on validation, but it also re-draws the outputs of prompts that give no key
-# (no key control touches them), and on the held-out prompts their in-scale share fell (docs/steering.md).
-DEFAULT_SUSTAIN_STRENGTH = 0.0
+# 1: with v3 it lengthened notes (median 0.25 -> 0.33 s; real 0.43) and kept key, tempo and in-scale share on
+# validation. With v2 it was off: it re-draws the outputs of prompts that give no key, whose in-scale share
+# v2 could not spare on the held-out prompts (docs/steering.md).
+DEFAULT_SUSTAIN_STRENGTH = 1.0
 # Notes this many quarter notes long or longer get no melodic-motion bias: they keep the key prior's pull
 # toward the tonic triad (sounding time weighs most in the key finder), the shorter ones move by step. A beat
 # was tried first: with the sustain control most notes last a beat, and the steps went (docs/steering.md).

@@ -60,6 +60,17 @@ def beach_quartet():
                                      "sq14387632.mxl"))
 
 
+def bach_chorale():
+    """BWV 18.5 from music21's corpus (its four voices written as choir); skips without the corpus."""
+    music21 = pytest.importorskip("music21")
+    from midilm.music.musicxml import read_musicxml
+
+    score = Path(music21.__file__).parent / "corpus" / "bach" / "bwv18.5-w.mxl"
+    if not score.is_file():
+        pytest.skip("music21's corpus is not installed")
+    return read_musicxml(score)
+
+
 KEY_WORDS = re.compile(r"\b(major|minor|[A-G][#b]?)\b")
 
 
@@ -82,14 +93,9 @@ def test_short_answers_name_what_the_question_asks_for(model):
 
 
 def test_short_answers_on_a_chorale_a_band_song_and_a_pop_song(model):
-    music21 = pytest.importorskip("music21")
     from midilm.music.midi_io import read_midi
-    from midilm.music.musicxml import read_musicxml
 
-    score = Path(music21.__file__).parent / "corpus" / "bach" / "bwv18.5-w.mxl"
-    if not score.is_file():
-        pytest.skip("music21's corpus is not installed")
-    chorale = read_musicxml(score)
+    chorale = bach_chorale()
     band = read_midi(shared_path("fixtures", "MIDIs_multitrack", "Mr. Blue Sky.mid"))
     pop = read_midi(shared_path("pop909", "POP909", "010", "010.mid"))
     q = "Which instruments are playing?"
@@ -116,13 +122,7 @@ def test_other_questions_are_answered_as_without_the_question_guides(model):
 
 
 def test_a_bach_chorale_is_a_classical_chorale_for_its_voices(model):
-    music21 = pytest.importorskip("music21")
-    from midilm.music.musicxml import read_musicxml
-
-    score = Path(music21.__file__).parent / "corpus" / "bach" / "bwv18.5-w.mxl"
-    if not score.is_file():
-        pytest.skip("music21's corpus is not installed")
-    piece = read_musicxml(score)
+    piece = bach_chorale()
     caption = model.describe(piece)
     assert caption.startswith("A classical chorale for "), caption
     assert set(named_instruments(caption)) <= playing(piece)  # the corpus writes the four voices as choir

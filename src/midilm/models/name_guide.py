@@ -264,9 +264,10 @@ class ListGuide:
         self._closed = torch.tensor(sorted(closed), dtype=torch.long)
         self.openers = frozenset(openers)
 
-    def due(self, generated: list[int], row: int, lm: torch.Tensor | None) -> int | None:
+    def due(self, generated: list[int], row: int, scores: torch.Tensor | None) -> int | None:
         """The token to write next in this row, -1 where the list was just written in full, else None (no list
-        begun here)."""
+        begun here). `scores` (the row's logits) are normalised only where a list may begin: most steps need
+        no pass over the vocabulary."""
         span, n = self.spans[row], len(generated)
         for done in range(len(span) + 1):
             if done and tuple(generated[n - done :]) != span[:done]:
@@ -277,7 +278,7 @@ class ListGuide:
                 continue
             if done == len(span):
                 return -1
-            if done or (lm is not None and self.begins(lm)):
+            if done or (scores is not None and self.begins(scores.float().log_softmax(-1))):
                 return span[done]
         return None
 
@@ -292,7 +293,7 @@ class ListGuide:
         for b in range(scores.shape[0]):
             if not self.spans[b]:
                 continue
-            token = self.due(input_ids[b].tolist(), b, scores[b].float().log_softmax(-1))
+            token = self.due(input_ids[b].tolist(), b, scores[b])
             if token is None or (token < 0 and not len(self._closed)):
                 continue
             if out is scores:

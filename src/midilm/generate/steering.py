@@ -377,12 +377,26 @@ def key_pitch_bias(key: tuple[int, str], strength: float) -> np.ndarray:
 def note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
     """(16512,) bias over the note ids (instrument * 128 + pitch); drums (instrument 128) get none.
     Read-only: one array is shared by every row with the same key and strength."""
-    per_pc = key_pitch_bias(key, strength)
+    return _note_table(key_pitch_bias(key, strength))
+
+
+def _note_table(per_pc: np.ndarray) -> np.ndarray:
+    """(16512,) read-only bias over the note ids from a (12,) bias per pitch class; drums get none."""
     table = np.tile(per_pc[np.arange(MAX_PITCH) % 12], DRUMS + 1).reshape(DRUMS + 1, MAX_PITCH)
     table[DRUMS] = 0.0
     out = table.reshape(-1)
     out.flags.writeable = False
     return out
+
+
+@lru_cache(maxsize=24)
+def _scale_mask(key: tuple[int, str]) -> np.ndarray:
+    """(12,) read-only: whether each pitch class is in the key's (natural) scale."""
+    tonic, mode = key
+    mask = np.zeros(12, dtype=bool)
+    mask[[(tonic + d) % 12 for d in SCALES[mode]]] = True
+    mask.flags.writeable = False
+    return mask
 
 
 @lru_cache(maxsize=64)
@@ -390,15 +404,10 @@ def scale_note_bias(key: tuple[int, str], strength: float) -> np.ndarray:
     """(16512,) bias over the note ids toward a key's scale, with no triad pull: 0 on the scale's (natural)
     tones, -strength/2 on minor's leading tone, -strength on the other pitch classes; drums get none. Read-only."""
     tonic, mode = key
-    per_pc = np.full(12, -strength, dtype=np.float32)
-    per_pc[[(tonic + d) % 12 for d in SCALES[mode]]] = 0.0
+    per_pc = np.where(_scale_mask(key), 0.0, -strength).astype(np.float32)
     if mode == "minor":
         per_pc[(tonic + 11) % 12] = -strength / 2
-    table = np.tile(per_pc[np.arange(MAX_PITCH) % 12], DRUMS + 1).reshape(DRUMS + 1, MAX_PITCH)
-    table[DRUMS] = 0.0
-    out = table.reshape(-1)
-    out.flags.writeable = False
-    return out
+    return _note_table(per_pc)
 
 
 def profile_key(pc_weights: np.ndarray) -> tuple[int, str]:
@@ -477,9 +486,7 @@ def melody_bias(context: MelodyContext, config: SteeringConfig) -> np.ndarray | 
     MELODY_MAX_BEATS quarter notes or more, which keeps the key prior's triad pull)."""
     if not config.steps_on or not context.previous or context.duration >= MELODY_MAX_BEATS * config.beat_ticks:
         return None
-    tonic, mode = config.key
-    in_scale = np.zeros(12, dtype=bool)
-    in_scale[[(tonic + d) % 12 for d in SCALES[mode]]] = True
+    in_scale = _scale_mask(config.key)
     strength = config.step_strength
     table = np.zeros((DRUMS + 1, MAX_PITCH))
     for inst, top in context.previous.items():

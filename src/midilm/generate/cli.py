@@ -102,6 +102,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# steering controls the notice names by label and strength alone, in its order
+_PLAIN_CONTROLS = (("step_strength", "melodic steps"), ("sustain_strength", "sustain"),
+                   ("established_strength", "established key"))
+
+
 def steering_notice(settings: dict) -> str:
     """One line: what the steering pulled toward, and the length (from a generation's settings)."""
     st, length = settings.get("steering") or {}, settings.get("length") or {}
@@ -112,12 +117,7 @@ def steering_notice(settings: dict) -> str:
         parts.append(f"beat grid {settings['bpm']:g} bpm {st['meter']} ({st['grid_strength']:g})")
     if st.get("gap_strength"):
         parts.append(f"gaps past {st['max_gap_beats']:g} beats ({st['gap_strength']:g}/beat)")
-    if st.get("step_strength"):
-        parts.append(f"melodic steps ({st['step_strength']:g})")
-    if st.get("sustain_strength"):
-        parts.append(f"sustain ({st['sustain_strength']:g})")
-    if st.get("established_strength"):
-        parts.append(f"established key ({st['established_strength']:g})")
+    parts += [f"{label} ({st[name]:g})" for name, label in _PLAIN_CONTROLS if st.get(name)]
     if st.get("cfg_scale", 1.0) != 1.0:
         parts.append(f"guidance {st['cfg_scale']:g}")
     text = "steering: " + (", ".join(parts) if parts else st.get("note", "off"))

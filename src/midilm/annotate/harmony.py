@@ -355,10 +355,9 @@ def _profile_matrix() -> np.ndarray:
     return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
-_PROFILES = _profile_matrix()
 # (24, 12): rows 12 * mode + tonic (major, then minor), centred and unit length: a pitch-class histogram's dot
 # product with a row ranks the keys as its correlation with that key's profile does (steering's established key)
-KEY_PROFILES = _PROFILES
+KEY_PROFILES = _profile_matrix()
 
 
 def _segments(piece: Piece, a: _Beats, key: KeyEstimate) -> list[dict]:
@@ -369,7 +368,7 @@ def _segments(piece: Piece, a: _Beats, key: KeyEstimate) -> list[dict]:
     window = cum[hi] - cum[lo]
     window -= window.mean(axis=1, keepdims=True)
     window /= np.maximum(np.linalg.norm(window, axis=1, keepdims=True), 1e-9)
-    scores = window @ _PROFILES.T
+    scores = window @ KEY_PROFILES.T
     scores[:, MODES.index(key.mode) * 12 + key.tonic_pc] += GLOBAL_BONUS
     path = _viterbi(scores, SEGMENT_PENALTY)
     seconds = piece.tempo_map.seconds(a.beats)

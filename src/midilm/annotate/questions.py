@@ -3,7 +3,8 @@
 ``make_questions`` writes, for every field the dict holds, a short factual answer and a longer
 descriptive one, each under a randomly chosen paraphrase of the question. ``parse_answer`` and
 ``answer_is_correct`` turn free-text answers (ours or a model's) back into normalised values so factual
-accuracy can be measured per question type.
+accuracy can be measured per question type. ``question_type`` tells which type a question (the dataset's
+or a user's) asks about.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import bisect
 import random
 import re
 import unicodedata
+from collections.abc import Collection
 from typing import Any
 
 from midilm.annotate.captions import (
@@ -181,7 +183,49 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_LONG_PREFIXES = ("", "", "In a few sentences: ", "Please explain. ", "Describe in detail: ")
+# a question that begins with one of these asks for a long answer
+LONG_FORM_PREFIXES = ("In a few sentences: ", "Please explain. ", "Describe in detail: ")
+_LONG_PREFIXES = ("", "") + LONG_FORM_PREFIXES  # a long item's question: one of these three times in five
+
+_KEYWORDS = (  # fallback question classifier for wordings outside the paraphrases (the first match wins)
+    ("mode", r"\bmajor or (a )?minor\b|\bmode\b|\btonality\b"),
+    ("key", r"\bkey\b|\btonal cent"),
+    ("tempo_word", r"\btempo marking\b|\bslow or fast\b|\btempo in words\b"),
+    ("tempo", r"\btempo\b|\bbpm\b|\bbeats per minute\b|\bhow fast\b"),
+    ("meter", r"\btime signature\b|\bmeter\b|\bbeats .* bar\b"),
+    ("drums", r"\bdrums?\b|\bpercussion\b"),
+    ("instruments", r"\binstrument"),
+    ("chord_progression", r"\bchord (progression|sequence)\b"),
+    ("chords", r"\bchords?\b|\bharmony\b"),
+    ("texture", r"\btexture\b|\bmonophonic\b|\bpolyphonic\b"),
+    ("dynamics", r"\bdynamic|\bloud|\bsoft"),
+    ("duration", r"\bhow long\b|\bduration\b|\bseconds\b"),
+    ("pitch_range", r"\brange\b|\bregister\b|\blowest\b|\bhighest\b"),
+    ("articulation", r"\blegato\b|\bstaccato\b|\barticulation\b"),
+    ("modulation", r"\bmodulat|\bkey change"),
+    ("composer", r"\bcompos|\bwho wrote\b"),
+    ("era", r"\bera\b|\bperiod\b"),
+    ("genre", r"\bgenre\b|\bstyle\b"),
+    ("title", r"\btitle\b|\bcalled\b|\bname of\b"),
+    ("mood", r"\bmood\b|\bfeel\b|\bemotion|\batmosphere\b"),
+    ("caption", r"\bdescri|\bcaption\b|\bsummar|\bsound like\b"),
+)
+
+
+def question_type(question: str, types: Collection[str] | None = None) -> str | None:
+    """The question type (a key of `QUESTIONS`) a question asks about: its paraphrases first (after any of
+    `LONG_FORM_PREFIXES`), then keywords; None where neither says. `types` limits the answer to those types."""
+    text = question.strip()
+    for prefix in LONG_FORM_PREFIXES:
+        text = text.removeprefix(prefix)
+    for qtype, phrasings in QUESTIONS.items():
+        if (types is None or qtype in types) and text in phrasings:
+            return qtype
+    low = text.lower()
+    for qtype, pattern in _KEYWORDS:
+        if (types is None or qtype in types) and re.search(pattern, low):
+            return qtype
+    return None
 
 
 # ---------------------------------------------------------------- normalising values
@@ -748,12 +792,14 @@ def make_questions(
 
 
 __all__ = [
+    "LONG_FORM_PREFIXES",
     "QUESTIONS",
     "answer_is_correct",
     "italian_bin",
     "make_questions",
     "normalise_key",
     "parse_answer",
+    "question_type",
     "simple_bin",
     "chord_symbol",
 ]

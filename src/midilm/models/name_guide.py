@@ -25,10 +25,13 @@ for the instruments of a string quartet).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from midilm.annotate.questions import question_type
 
 DOMINANT = 0.5  # an ambiguous start token the LM gives this much probability is taken as another word
 
@@ -47,24 +50,29 @@ class NamePath:
     asked: str = ""
 
 
-# What a question asks for, by its wording: the first pattern that matches (lower case) names the kind; "" for
-# questions whose answer is not one name or one list of them (a key change, how many instruments, which plays the
-# melody). The dataset's phrasings (`annotate.questions.QUESTIONS`) and common user ones.
-QUESTION_KINDS: tuple[tuple[str, str], ...] = (
-    ("", r"key changes?|change (of )?key|modulat|how many|melody|\blead\b|solo|loudest|most notes|drum"),
-    ("mode", r"\bmajor or (a )?minor\b|\bminor or (a )?major\b|\bmode\b|\btonality\b"),
-    ("key", r"\bkey\b|\btonal cent(re|er)\b|\btonic\b"),
-    ("instruments", r"\binstrument|\b(what|who)('s| is| are) playing\b|\bplays? (in )?this\b"),
-    ("genre", r"\bgenre\b|\bstyle\b|\b(kind|type|sort) of music\b"),
-)
+NAME_KINDS = ("mode", "key", "instruments", "genre")  # the question types whose answer is one name or one list
+# questions that name a kind but do not ask for one name of it (a key change, how many instruments, which plays the
+# melody): no name is due
+_NOT_ONE_NAME = r"key changes?|change (of )?key|modulat|how many|melody|\blead\b|solo|loudest|most notes|drum"
+# wordings of a kind beyond what the dataset's classifier (`question_type`) reads as it; the key is read here alone,
+# because the classifier also takes "tonal centres" for it
+_WORDINGS = {
+    "mode": r"\bminor or (a )?major\b",
+    "key": r"\bkey\b|\btonal cent(re|er)\b|\btonic\b",
+    "instruments": r"\b(what|who)('s| is| are) playing\b|\bplays? (in )?this\b",
+    "genre": r"\b(kind|type|sort) of music\b",
+}
+_CLASSIFIED = ("mode", "instruments", "genre")  # the kinds `question_type` is asked about
 
 
 def question_kind(question: str | None) -> str:
-    """The kind of name a question asks for (a kind of `QUESTION_KINDS`), "" where none or no question."""
-    import re
-
+    """The kind of name a question asks for, "" where none or no question: the first of `NAME_KINDS` that is its
+    `question_type` (among `_CLASSIFIED`) or that it asks for in the words of `_WORDINGS`."""
     text = (question or "").lower()
-    return next((kind for kind, pattern in QUESTION_KINDS if re.search(pattern, text)), "")
+    if re.search(_NOT_ONE_NAME, text):
+        return ""
+    asked = question_type(question or "", _CLASSIFIED)
+    return next((kind for kind in NAME_KINDS if kind == asked or re.search(_WORDINGS[kind], text)), "")
 
 
 def token_ids(tokenizer, text: str) -> tuple[int, ...]:

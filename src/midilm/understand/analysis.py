@@ -5,65 +5,26 @@ the ceiling the evaluation compares trained models with (`midilm eval understand
 has the understanding models' interface (`describe`, `ask` and their `*_many` forms) and knows no
 metadata (title, composer, genre) that is not in the notes.
 
-Questions are classified into the dataset's question types (its paraphrase tables, then keywords) and
-answered through the dataset's own answer templates, so an answer is right exactly as often as the
-analysis is. Captions come in two kinds: `caption="dataset"` draws one of the dataset's caption templates
-(what the evaluation's text metrics compare with), `caption="summary"` writes a fixed 2-4 sentence summary
-that always states key, tempo, meter, instruments, texture and dynamics (what a user asked for).
+Questions are classified into the dataset's question types (`annotate.questions.question_type`: its
+paraphrase tables, then keywords) and answered through the dataset's own answer templates, so an answer
+is right exactly as often as the analysis is. Captions come in two kinds: `caption="dataset"` draws one
+of the dataset's caption templates (what the evaluation's text metrics compare with), `caption="summary"`
+writes a fixed 2-4 sentence summary that always states key, tempo, meter, instruments, texture and
+dynamics (what a user asked for).
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from midilm.annotate.questions import LONG_FORM_PREFIXES, question_type
+
 CAPTION_TYPE = "caption"
-LONG_FORM_PREFIXES = ("In a few sentences: ", "Please explain. ", "Describe in detail: ")
 UNKNOWN = "I cannot tell that from the notes alone."
 CAPTION_KINDS = ("dataset", "summary")
 MAX_INSTRUMENTS = 8  # a summary names this many at most (the rest are counted)
-_KEYWORDS = (  # fallback question classifier for wordings outside the dataset's paraphrases
-    ("mode", r"\bmajor or (a )?minor\b|\bmode\b|\btonality\b"),
-    ("key", r"\bkey\b|\btonal cent"),
-    ("tempo_word", r"\btempo marking\b|\bslow or fast\b|\btempo in words\b"),
-    ("tempo", r"\btempo\b|\bbpm\b|\bbeats per minute\b|\bhow fast\b"),
-    ("meter", r"\btime signature\b|\bmeter\b|\bbeats .* bar\b"),
-    ("drums", r"\bdrums?\b|\bpercussion\b"),
-    ("instruments", r"\binstrument"),
-    ("chord_progression", r"\bchord (progression|sequence)\b"),
-    ("chords", r"\bchords?\b|\bharmony\b"),
-    ("texture", r"\btexture\b|\bmonophonic\b|\bpolyphonic\b"),
-    ("dynamics", r"\bdynamic|\bloud|\bsoft"),
-    ("duration", r"\bhow long\b|\bduration\b|\bseconds\b"),
-    ("pitch_range", r"\brange\b|\bregister\b|\blowest\b|\bhighest\b"),
-    ("articulation", r"\blegato\b|\bstaccato\b|\barticulation\b"),
-    ("modulation", r"\bmodulat|\bkey change"),
-    ("composer", r"\bcompos|\bwho wrote\b"),
-    ("era", r"\bera\b|\bperiod\b"),
-    ("genre", r"\bgenre\b|\bstyle\b"),
-    ("title", r"\btitle\b|\bcalled\b|\bname of\b"),
-    ("mood", r"\bmood\b|\bfeel\b|\bemotion|\batmosphere\b"),
-    (CAPTION_TYPE, r"\bdescri|\bcaption\b|\bsummar|\bsound like\b"),
-)
-
-
-def question_type(question: str) -> str | None:
-    """The dataset question type a question asks about: its paraphrase tables first, then keywords."""
-    from midilm.annotate.questions import QUESTIONS
-
-    text = question.strip()
-    for prefix in LONG_FORM_PREFIXES:
-        text = text.removeprefix(prefix)
-    for qtype, phrasings in QUESTIONS.items():
-        if text in phrasings:
-            return qtype
-    low = text.lower()
-    for qtype, pattern in _KEYWORDS:
-        if re.search(pattern, low):
-            return qtype
-    return None
 
 
 def long_form(question: str) -> bool:

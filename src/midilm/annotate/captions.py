@@ -349,7 +349,7 @@ def _tempo_frag(analysis: dict[str, Any], rng: random.Random) -> str:
     if bpm is not None:
         options += [f"at {approx}{bpm} bpm", f"at {approx}{bpm} beats per minute", f"at a tempo of {approx}{bpm} bpm"]
     if word is not None:
-        options += [f"at {_a(word)} {word} tempo", f"at {_a(word)} {word} pace"]
+        options += [f"at {indefinite_article(word)} {word} tempo", f"at {indefinite_article(word)} {word} pace"]
     if simple is not None:
         options.append(f"at a {simple.lower()} pace")
     if bpm is not None and simple is not None:
@@ -357,7 +357,8 @@ def _tempo_frag(analysis: dict[str, Any], rng: random.Random) -> str:
     return rng.choice(options)
 
 
-def _a(word: str) -> str:
+def indefinite_article(word: str) -> str:
+    """The article before a word, by its first letter: "an" (oboe, E minor) or "a" (piano); no capital."""
     return "an" if str(word)[:1].lower() in "aeiou" else "a"
 
 
@@ -377,7 +378,7 @@ def _tempo_sentence(analysis: dict[str, Any], rng: random.Random, subj: str) -> 
         ]
     if word is not None:
         gloss = _ITALIAN_GLOSS.get(str(word).lower())
-        options += [f"The tempo is {word}.", f"{subj} is taken at {_a(word)} {word} tempo."]
+        options += [f"The tempo is {word}.", f"{subj} is taken at {indefinite_article(word)} {word} tempo."]
         if gloss:
             options.append(f"The tempo marking would be {word}, a {gloss} pace.")
     if simple is not None:
@@ -386,7 +387,7 @@ def _tempo_sentence(analysis: dict[str, Any], rng: random.Random, subj: str) -> 
         options += [
             f"The tempo is {word}, at {approx or 'about '}{bpm} bpm.",
             f"At {approx}{bpm} bpm, {subj.lower() if subj != 'It' else 'it'} sits in {word} territory.",
-            f"{subj} keeps {_a(word)} {word} tempo of {approx}{bpm} beats per minute.",
+            f"{subj} keeps {indefinite_article(word)} {word} tempo of {approx}{bpm} beats per minute.",
         ]
     if bpm is not None and simple is not None:
         options.append(f"The pace is {simple.lower()}, around {bpm} beats per minute.")
@@ -779,7 +780,7 @@ def _opening(a: dict[str, Any], facts: list[str], rng: random.Random) -> tuple[s
     n_quality = sum(1 for f in ("duration", "tempo", "mood") if f in used)
     quality, classifier = adjs[:n_quality], adjs[n_quality:]
     np = " ".join(([", ".join(quality)] if quality else []) + classifier + [noun])
-    np = f"{_a(np)} {np}"
+    np = f"{indefinite_article(np)} {np}"
 
     frags: list[str] = []
     if "composer" in facts and rng.random() < 0.7:
@@ -876,7 +877,7 @@ def make_caption(analysis: dict[str, Any], rng: random.Random, detail: str = "me
                 (
                     f"It is {hedge}in {key} and {ts} time.",
                     f"The key is {hedge}{key} and the time signature is {ts}.",
-                    f"Set {hedge}in {key}, it keeps {_a(ts)} {ts} meter.",
+                    f"Set {hedge}in {key}, it keeps {indefinite_article(ts)} {ts} meter.",
                 )
             )
         )
@@ -929,7 +930,7 @@ def fact_caption(analysis: dict[str, Any]) -> str:
     words = instrument_words(analysis)[:FACT_CAPTION_INSTRUMENTS]
     genre, tune = get(analysis, "genre"), get(analysis, "tune_type")
     noun = " ".join(str(x) for x in (genre, tune_type_noun(tune) if tune else "piece") if x)
-    head = f"{cap(_a(noun))} {noun}" + (f" for {join_list(words)}" if words else "")
+    head = f"{cap(indefinite_article(noun))} {noun}" + (f" for {join_list(words)}" if words else "")
     key, meter, simple = get(analysis, "key"), get(analysis, "time_signature"), tempo_simple(analysis)
     where = " and ".join(x for x in (str(key) if key else "", f"{meter} time" if meter else "") if x)
     first = [head] + ([f"in {where}"] if where else []) + ([f"at a {simple.lower()} tempo"] if simple else [])

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, article, cap, join_list, spelled_key
+from midilm.annotate.captions import FACT_CAPTION_INSTRUMENTS, article, cap, indefinite_article, join_list, spelled_key
 from midilm.annotate.questions import TONICS, normalise_key
 from midilm.models.conversation import IGNORE, Encoded
 from midilm.models.manifest import MANIFEST, read_manifest, write_manifest
@@ -359,7 +359,7 @@ def genre_name_paths(tokenizer, classes: Sequence[Sequence[str]]) -> list[NamePa
     by_genre: dict[str, list[int]] = {}
     for c, (genre, form) in enumerate(classes):
         phrase = genre_phrase(genre, form)
-        article = "An" if phrase[:1].lower() in "aeiou" else "A"
+        article = cap(indefinite_article(phrase))
         paths.append(NamePath(token_ids(tokenizer, " " + phrase), (c,), at=(token_ids(tokenizer, article),),
                               force=True))
         if genre:

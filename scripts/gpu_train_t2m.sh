@@ -15,7 +15,8 @@
 # starting from scratch. Settings can be overridden by environment variables (HIDDEN, LAYERS, HEADS, KV_HEADS, INTER,
 # INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS; P_SHORT and SHORT_LEN: the share of stage-2
 # examples cut to SHORT_LEN music ids, `T2MConfig.p_short`; DISTILL and P_DISTILL: a self-distillation set of
-# scripts/t2m_distill.py and the share of stage-2 examples drawn from it, `T2MConfig.distill`). It resumes from
+# scripts/t2m_distill.py and the share of stage-2 examples drawn from it, `T2MConfig.distill`; P_KEY_START and
+# KEY_START_LEN: the share of stage-2 rows packed with short key-start examples, `T2MConfig.p_key_start`). It resumes from
 # the last checkpoint in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it
 # prints the validation loss of the result next to the shipped model's on the same packed validation rows (VALIDATE=0 skips that).
 set -euo pipefail
@@ -38,6 +39,7 @@ export HIDDEN=${HIDDEN:-256} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} KV_HEADS=${KV
 export INIT=${INIT:-structured} STAGE1=${STAGE1:-300} STAGE2=${STAGE2:-3000} BATCH=${BATCH:-32}
 export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024} SAVE_STEPS=${SAVE_STEPS:-500} LOG_STEPS=${LOG_STEPS:-20}
 export P_SHORT=${P_SHORT:-0} SHORT_LEN=${SHORT_LEN:-240} DISTILL=${DISTILL:-} P_DISTILL=${P_DISTILL:-0}
+export P_KEY_START=${P_KEY_START:-0} KEY_START_LEN=${KEY_START_LEN:-96}
 
 "$PY" - <<'EOF'
 """Train from the packed rows: a text-only Llama (random, BPE on the training captions) is expanded with
@@ -76,7 +78,8 @@ settings = dict(max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ[
                 bf16=torch.cuda.is_available(), logging_steps=int(os.environ["LOG_STEPS"]),
                 save_steps=int(os.environ["SAVE_STEPS"]), resume=True, p_short=float(os.environ["P_SHORT"]),
                 short_len=int(os.environ["SHORT_LEN"]), distill=os.environ["DISTILL"] or None,
-                p_distill=float(os.environ["P_DISTILL"]))
+                p_distill=float(os.environ["P_DISTILL"]), p_key_start=float(os.environ["P_KEY_START"]),
+                key_start_len=int(os.environ["KEY_START_LEN"]))
 
 if init.startswith("warm:"):
     # continue a trained text-to-MIDI model (its tokenizer, sizes and rows) with stage 2 on this data
@@ -99,7 +102,7 @@ if init.startswith("warm:"):
     pieces = load_packed(packed, "train")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     distilled = t2m.load_distilled(cfg.distill) if cfg.distill and cfg.p_distill > 0 else None
-    stream = t2m.PackedStream(t2m.stage2_example(pieces, layout, tok, cfg, distilled), cfg.max_len, pad, cfg.seed + 1)
+    stream = t2m.stage2_stream(pieces, layout, tok, cfg, pad, distilled)
     trainer, history = t2m.run_stage(model, stream, cfg, layout, model_dir, cfg.stage2_steps, "stage2")
     trainer.save_model(str(model_dir))
     (model_dir / "loss_history.json").write_text(json.dumps(history, indent=1) + "\n")

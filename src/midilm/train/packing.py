@@ -74,6 +74,37 @@ class PackedStream:
                 ids, labels, pos = [], [], []
 
 
+class MixedStream:
+    """Rows drawn from several row streams, each row from stream i with probability weights[i]: examples of
+    different lengths mix by whole rows, so a short example never leaves a row of padding before a long one."""
+
+    def __init__(self, streams: list[tuple[PackedStream, float]], seed: int):
+        if not streams or any(w < 0 for _, w in streams) or sum(w for _, w in streams) <= 0:
+            raise ValueError("MixedStream needs streams with non-negative weights that sum above 0")
+        self.streams, self.seed = streams, seed
+        self.max_len = streams[0][0].max_len
+
+    @property
+    def skipped(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for s, _ in self.streams:
+            total.update(s.skipped)
+        return total
+
+    def __iter__(self):
+        import torch
+
+        worker = torch.utils.data.get_worker_info()
+        rng = random.Random(self.seed + (worker.id if worker else 0))
+        rows = [iter(s) for s, _ in self.streams]
+        weights = [w for _, w in self.streams]
+        while True:
+            yield next(rng.choices(rows, weights)[0])
+
+
+RowStream = PackedStream | MixedStream  # what a Trainer's training set is built from
+
+
 def make_row(ids: list[int], labels: list[int], pos: list[int], max_len: int, pad_id: int) -> dict:
     """One row of tensors, padded to max_len (padding: its own positions, never a target)."""
     import torch
@@ -92,7 +123,7 @@ def single_rows(examples, max_len: int, pad_id: int) -> list[dict]:
     return rows
 
 
-def iterable_dataset(stream: PackedStream):
+def iterable_dataset(stream: RowStream):
     """A torch IterableDataset over a PackedStream (what the Trainer takes)."""
     import torch
 

@@ -31,10 +31,20 @@ import numpy as np
 from midilm.codecs.amt import vocab as V
 from midilm.codecs.amt.lines import anticipate, split_instruments, split_spans, training_lines
 from midilm.models.vocab import MusicLayout
-from midilm.train.packing import IGNORE, PackedStream, SkipExample, collate_rows, iterable_dataset, single_rows
+from midilm.train.packing import (
+    IGNORE,
+    MixedStream,
+    PackedStream,
+    RowStream,
+    SkipExample,
+    collate_rows,
+    iterable_dataset,
+    single_rows,
+)
 
 __all__ = ["T2MConfig", "Piece", "PackedStream", "SkipExample", "load_pieces", "make_caption", "sft_example",
-           "Distilled", "load_distilled", "distilled_example", "stage2_example", "text_examples", "build_model",
+           "Distilled", "load_distilled", "distilled_example", "stage2_example", "key_start_example", "stage2_stream",
+           "text_examples", "build_model",
            "resolve_defaults", "train_t2m", "dry_run", "loss_blocks", "block_loss"]
 
 
@@ -76,6 +86,13 @@ class T2MConfig:
     # of stage-2 examples drawn from it instead of a real piece. Off by default; the stream is unchanged when off.
     distill: str | None = None
     p_distill: float = 0.0
+    # Key-start rows (issue 12: the model alone follows a named key): this share of stage-2 rows is packed with
+    # short examples, each a keyed piece transposed to a random key, a caption that names that key, and the
+    # piece's first `key_start_len` music ids. The key a caption names matters most where no notes precede, and
+    # an ordinary row holds one such start; a key-start row holds several. Whole rows, so the other rows stay
+    # whole and long positions keep being trained. Off by default; the stream is unchanged when off.
+    p_key_start: float = 0.0
+    key_start_len: int = 96
     block_loss: bool = True
     bf16: bool | None = None  # None: on for a real LLM on a GPU with bf16, else off
     optim: str = "adamw_torch"  # any TrainingArguments optim; "sgd" has no optimizer state
@@ -135,6 +152,13 @@ def _window(events: list[int], rng: random.Random, budget: int) -> list[int]:
         return []
     n_fit = max(budget // 3, 1)
     start = 0 if rng.random() < 0.5 or len(t) <= n_fit else rng.randrange(0, len(t) - n_fit + 1)
+    return _events_from(t, start, n_fit)
+
+
+def _events_from(t: np.ndarray, start: int, n_fit: int) -> list[int]:
+    """Up to `n_fit` (time, duration, note) rows of `t` from row `start`, inside 100 s, re-zeroed to start at 0."""
+    if not len(t):
+        return []
     w = t[start : start + n_fit].copy()
     w[:, 0] -= w[0, 0]
     w = w[w[:, 0] < V.MAX_TIME]
@@ -191,10 +215,15 @@ def sft_example(piece: Piece, layout: MusicLayout, tokenizer, cfg: T2MConfig, rn
         music = music[:budget]
         music = music[: len(music) - len(music) % 3]
         flag = V.ANTICIPATE
-    head = prompt + [layout.music_id(flag)]  # the flag says how the music follows: part of the prompt
+    return music_example(prompt, flag, music, layout)
+
+
+def music_example(prompt: list[int], flag: int, music: list[int], layout: MusicLayout):
+    """(ids, labels) of a stage-2 example: the prompt's ids, the flag that says how the music follows (part of
+    the prompt, so never a target), then the music ids, the only targets."""
+    head = prompt + [layout.music_id(flag)]
     ids = head + [layout.music_id(t) for t in music]
-    labels = [IGNORE] * len(head) + ids[len(head) :]
-    return ids, labels
+    return ids, [IGNORE] * len(head) + ids[len(head) :]
 
 
 @dataclass
@@ -229,9 +258,7 @@ def distilled_example(row: Distilled, layout: MusicLayout, tokenizer, cfg: T2MCo
     music = row.events[: max(budget, 0) // 3 * 3]
     if not music:
         raise SkipExample("distilled caption leaves no room for music")
-    head = prompt + [layout.music_id(V.AUTOREGRESS)]
-    ids = head + [layout.music_id(t) for t in music]
-    return ids, [IGNORE] * len(head) + ids[len(head) :]
+    return music_example(prompt, V.AUTOREGRESS, music, layout)
 
 
 def stage2_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfig,
@@ -246,6 +273,60 @@ def stage2_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2M
         return sft_example(r.choice(pieces), layout, tokenizer, cfg, r)
 
     return example
+
+
+KEY_CAPTION_TRIES = 16
+
+
+def key_start_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfig, rng: random.Random):
+    """A short stage-2 example for the key: a piece with a key (from `pieces`) transposed by -5..+6 semitones, a
+    caption drawn until it names the transposed key, and the first `cfg.key_start_len` music ids of the piece.
+    Tempo scaling as in `sft_example`; no instrument reassignment, anticipation or caption dropout (the
+    example is about the key a caption names)."""
+    from midilm.annotate.captions import spelled_key
+    from midilm.train import augment as A
+
+    piece = rng.choice(pieces)
+    k = rng.randint(-5, 6)
+    events, analysis = A.transpose_events(list(piece.events), k), A.transpose_analysis(dict(piece.analysis), k)
+    if rng.random() < cfg.p_tempo:
+        f = rng.uniform(0.8, 1.25)
+        events, analysis = A.scale_tempo(events, f), A.scale_tempo_analysis(analysis, f)
+    key = str(analysis.get("key") or "")
+    if not key:
+        raise SkipExample("key-start piece has no key")
+    names = (key, spelled_key(key))
+    for _ in range(KEY_CAPTION_TRIES):
+        caption = make_caption(analysis, rng)
+        if any(n in caption for n in names):
+            break
+    else:
+        raise SkipExample("no caption named the key")
+    prompt = tokenizer(layout.prompt_text(caption), add_special_tokens=True)["input_ids"]
+    budget = min(cfg.key_start_len, cfg.max_len - len(prompt) - 1)
+    music = _events_from(np.asarray(events, dtype=np.int64).reshape(-1, 3), 0, max(budget // 3, 1))
+    if not music:
+        raise SkipExample("key-start piece has no music")
+    return music_example(prompt, V.AUTOREGRESS, music, layout)
+
+
+def stage2_stream(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfig, pad_id: int,
+                  distilled: list[Distilled] | None = None):
+    """The stage-2 row stream: packed `stage2_example` rows, mixed row by row with key-start rows when
+    `cfg.p_key_start` > 0 (the same stream as before when it is 0)."""
+    stream = PackedStream(stage2_example(pieces, layout, tokenizer, cfg, distilled), cfg.max_len, pad_id,
+                          cfg.seed + 1)
+    if cfg.p_key_start <= 0:
+        return stream
+    keyed = [p for p in pieces if p.analysis.get("key")]
+    if not keyed:
+        raise ValueError("p_key_start needs training pieces with a key")
+
+    def example(r: random.Random):
+        return key_start_example(keyed, layout, tokenizer, cfg, r)
+
+    starts = PackedStream(example, cfg.max_len, pad_id, cfg.seed + 2)
+    return MixedStream([(stream, 1.0 - cfg.p_key_start), (starts, cfg.p_key_start)], cfg.seed + 3)
 
 
 def text_examples(pieces: list[Piece], rng: random.Random) -> list[str]:
@@ -342,7 +423,7 @@ def training_args(cfg: T2MConfig, output_dir: Path, steps: int, **overrides):
     return TrainingArguments(**values)
 
 
-def make_trainer(model, stream: PackedStream, layout: MusicLayout, args, use_block_loss: bool = True, **kwargs):
+def make_trainer(model, stream: RowStream, layout: MusicLayout, args, use_block_loss: bool = True, **kwargs):
     """A T2MTrainer whose model computes its loss in its own forward (per block or over the vocabulary)."""
     from midilm.train.lm_loss import T2MTrainer, TrainingLM
 
@@ -365,7 +446,7 @@ def eval_rows(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfi
     return single_rows(examples, cfg.max_len, pad_id)
 
 
-def run_stage(model, stream: PackedStream, cfg: T2MConfig, layout: MusicLayout, out_dir: Path, steps: int,
+def run_stage(model, stream: RowStream, cfg: T2MConfig, layout: MusicLayout, out_dir: Path, steps: int,
               name: str, eval_dataset: list[dict] | None = None):
     """Train one stage; returns (the trainer, its log history tagged with the stage)."""
     ckpt = out_dir / f"checkpoints-{name}"
@@ -454,9 +535,8 @@ def train_t2m(cfg: T2MConfig) -> Path:
             if not held:
                 raise ValueError(f"no {cfg.eval_split} pieces in {cfg.data} to evaluate on")
         distilled = load_distilled(cfg.distill) if cfg.distill and cfg.p_distill > 0 else None
-        trainer, h = run_stage(
-            model, PackedStream(stage2_example(pieces, layout, tokenizer, cfg, distilled), cfg.max_len, pad,
-                                cfg.seed + 1), cfg, layout, out, cfg.stage2_steps, "stage2", held)
+        trainer, h = run_stage(model, stage2_stream(pieces, layout, tokenizer, cfg, pad, distilled), cfg, layout,
+                               out, cfg.stage2_steps, "stage2", held)
         history += h
 
     if trainer is not None:

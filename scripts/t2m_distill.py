@@ -13,6 +13,8 @@ and fine-tune on the kept (caption, music) pairs mixed with real training rows (
     midilm generate --prompts prompts.jsonl -o gen --model MODEL --max-tokens 512 --seed 0 --key-prior 3
     # 3. keep what passes the filters, as rows of {"caption", "events"}
     python scripts/t2m_distill.py select prompts.jsonl gen distilled.jsonl
+    # 4. (optional) each kept output whose caption named its key, in other keys with captions naming them
+    python scripts/t2m_distill.py transpose PACKED_OR_DATASET prompts.jsonl distilled.jsonl transposed.jsonl
 
 `select` prints how many outputs each filter rejected.
 """
@@ -53,8 +55,9 @@ def make_prompts(data: str, keyed: int, free: int, seed: int, tries: int = 12) -
     for want_key, n in ((True, keyed), (False, free)):
         made = 0
         while made < n:
-            piece = rng.choice(pieces)
-            analysis = A.transpose_analysis(dict(piece.analysis), rng.randint(-5, 6))
+            index = rng.randrange(len(pieces))  # rng.choice's own draw: the prompts of earlier runs are unchanged
+            piece, shift = pieces[index], rng.randint(-5, 6)
+            analysis = A.transpose_analysis(dict(piece.analysis), shift)
             key = analysis["key"]
             target = key_in_text(key)
             for _ in range(tries):
@@ -70,7 +73,8 @@ def make_prompts(data: str, keyed: int, free: int, seed: int, tries: int = 12) -
             items.append({"id": f"{'k' if want_key else 'f'}{made:04d}-{piece.source}", "prompt": caption,
                           "key": key if want_key else None, "piece_key": key, "bpm": analysis.get("bpm"),
                           "meter": analysis.get("time_signature"),
-                          "instruments": list(analysis.get("instrument_words") or []), "source": piece.source})
+                          "instruments": list(analysis.get("instrument_words") or []), "source": piece.source,
+                          "piece": index, "shift": shift})
             made += 1
     return items
 
@@ -141,6 +145,45 @@ def select(prompts: Path, gen: Path, out: Path, args) -> Counter:
     return why
 
 
+def transposed_rows(data: str, prompts: Path, kept: Path, per_row: int, seed: int, tries: int = 16) -> list[dict]:
+    """More distilled rows from kept ones: each output whose caption named its key, moved to `per_row` other keys
+    (its notes transposed; a fresh caption of its training piece's analysis, transposed alike, that names the
+    new key). The piece and shift come from `prompts` (`make_prompts` records them); the total shift from the
+    piece stays within -5..+6 semitones, as in the SFT's augmentation."""
+    from midilm.generate.steering import key_in_text
+    from midilm.train import augment as A
+    from midilm.train.t2m import SkipExample, load_pieces, make_caption
+
+    rng = random.Random(seed)
+    pieces = [p for p in load_pieces(data, "train") if p.analysis.get("key")]
+    by_id = {i["id"]: i for i in (json.loads(line) for line in prompts.open() if line.strip())}
+    rows = []
+    for line in kept.open():
+        row = json.loads(line) if line.strip() else None
+        item = by_id.get(row["id"]) if row else None
+        if not row or not row.get("named_key") or item is None:
+            continue
+        if "piece" not in item:
+            raise SystemExit(f"{prompts}: no piece/shift recorded (made before `transpose` existed); remake it")
+        piece, shift = pieces[item["piece"]], item["shift"]
+        moves = [t for t in range(-11, 12) if t and -5 <= shift + t <= 6]  # each other key once
+        for t in rng.sample(moves, min(per_row, len(moves))):
+            analysis = A.transpose_analysis(dict(piece.analysis), shift + t)
+            target = key_in_text(analysis["key"])
+            for _ in range(tries):
+                try:
+                    caption = make_caption(analysis, rng)
+                except SkipExample:
+                    continue
+                if key_in_text(caption) == target:
+                    break
+            else:
+                continue
+            rows.append({"id": f"{row['id']}{t:+d}", "caption": caption, "events": A.transpose_events(row["events"], t),
+                         "named_key": True, "source": row.get("source"), "key": analysis["key"]})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -158,8 +201,19 @@ def main() -> None:
     s.add_argument("--min-in-scale", type=float, default=MIN_IN_SCALE)
     s.add_argument("--max-repeat", type=float, default=MAX_REPEAT)
     s.add_argument("--max-top-pitch", type=float, default=MAX_TOP_PITCH)
+    t = sub.add_parser("transpose", help="move kept outputs whose caption named the key to other keys")
+    t.add_argument("data", help="the dataset or packed dataset the prompts were made from")
+    t.add_argument("prompts", type=Path, help="the prompts file (`prompts` records each one's piece and shift)")
+    t.add_argument("kept", type=Path, help="what `select` kept of that prompts file's outputs")
+    t.add_argument("out", type=Path)
+    t.add_argument("--per-row", type=int, default=11, help="other keys per kept output (at most 11)")
+    t.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if args.cmd == "prompts":
+    if args.cmd == "transpose":
+        rows = transposed_rows(args.data, args.prompts, args.kept, args.per_row, args.seed)
+        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"{len(rows)} transposed rows -> {args.out}: {Counter(r['key'] for r in rows).most_common(24)}")
+    elif args.cmd == "prompts":
         items = make_prompts(args.data, args.keyed, args.free, args.seed)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))

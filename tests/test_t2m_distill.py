@@ -128,3 +128,46 @@ def test_select_keeps_an_output_in_the_captions_key_and_rejects_one_in_another(t
     rows = load_distilled(out)
     assert [r.caption for r in rows] == [f"A tune in {key}."]
     assert rows[0].events == encode_midi(gen / "a.mid")
+
+
+def _tiny_packed(tmp_path, keys=("D major", "A minor", "Bb major")):
+    """A packed dataset (the layout `pack_for_training` writes) of the example piece under three keys."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    events = _events()
+    rows = [{"unit": "piece", "split": "train", "path": f"p{i}.mid", "source": "example", "key": key, "bpm": 120.0,
+             "events": events} for i, key in enumerate(keys)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    (tmp_path / "summary.json").write_text(json.dumps({"json_columns": []}))
+    return tmp_path
+
+
+def test_prompts_record_their_piece_and_shift_and_transpose_moves_kept_rows_to_named_keys(tmp_path):
+    from midilm.generate.steering import key_in_text
+    from midilm.train.augment import shift_key, transpose_events
+    from midilm.train.t2m import load_pieces
+
+    d = _script()
+    data = _tiny_packed(tmp_path)
+    items = d.make_prompts(str(data), keyed=6, free=0, seed=0)
+    pieces = [p for p in load_pieces(str(data), "train") if p.analysis.get("key")]
+    for item in items:
+        assert shift_key(pieces[item["piece"]].analysis["key"], item["shift"]) == item["piece_key"] == item["key"]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(i) + "\n" for i in items))
+    kept = tmp_path / "kept.jsonl"
+    music = _events()[:90]
+    kept.write_text(json.dumps({"id": items[0]["id"], "caption": items[0]["prompt"], "events": music,
+                                "named_key": True}) + "\n")
+    rows = d.transposed_rows(str(data), prompts, kept, per_row=4, seed=0)
+    assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
+    for r in rows:
+        t = int(r["id"].removeprefix(items[0]["id"]))
+        assert t != 0 and -5 <= items[0]["shift"] + t <= 6  # within the SFT's range from the original piece
+        assert r["key"] == shift_key(items[0]["key"], t)
+        assert key_in_text(r["caption"]) == key_in_text(r["key"])  # the caption names the key the notes moved to
+        assert r["events"] == transpose_events(music, t)
+    (tmp_path / "old.jsonl").write_text(json.dumps({k: v for k, v in items[0].items() if k not in ("piece", "shift")}))
+    with pytest.raises(SystemExit, match="remake"):
+        d.transposed_rows(str(data), tmp_path / "old.jsonl", kept, per_row=4, seed=0)

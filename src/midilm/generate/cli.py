@@ -46,7 +46,7 @@ def _options(args):
         constrained=not args.no_constraints, preset=args.preset,
         steer=not args.no_steer, key=args.key, key_prior=args.key_prior, beat_grid=args.beat_grid,
         gap_penalty=args.gap_penalty, max_gap_beats=args.max_gap, cfg=args.cfg, melody_steps=args.melody_steps,
-        sustain=args.sustain, established_key=args.established_key,
+        sustain=args.sustain, established_key=args.established_key, balance=args.balance,
     ).with_preset()
 
 
@@ -104,7 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 # steering controls the notice names by label and strength alone, in its order
 _PLAIN_CONTROLS = (("step_strength", "melodic steps"), ("sustain_strength", "sustain"),
-                   ("established_strength", "established key"))
+                   ("established_strength", "established key"), ("balance_strength", "instrument balance"))
 
 
 def steering_notice(settings: dict) -> str:
@@ -210,6 +210,10 @@ def _add_steering(p) -> None:
                    help="with no key in the prompt or options: once the piece has "
                         f"{st.ESTABLISHED_NOTES} pitched notes, tones outside the key they establish lose S "
                         f"(default {st.DEFAULT_ESTABLISHED_STRENGTH:g})")
+    g.add_argument("--balance", type=_strength, default=None, metavar="S",
+                   help="with two or more instruments asked for: each is drawn toward a fair share of the recent "
+                        "notes (drums count double), gaining up to S where it plays too little and losing up to S "
+                        f"where it plays too much (default {st.DEFAULT_BALANCE_STRENGTH:g})")
     g.add_argument("--cfg", type=_cfg_scale, default=None, metavar="SCALE",
                    help=f"classifier-free guidance against the empty description (default {st.DEFAULT_CFG_SCALE:g}: "
                         "off; another scale doubles the work per token)")

@@ -70,7 +70,8 @@ PRESETS = {
     "midi-llm": {"temperature": 1.0, "top_p": 0.98, "top_k": 0, "max_tokens": 2046, "constrained": False,
                  "seconds": None, "use_prompt_instruments": False, "instruments": None, "steer": False,
                  "key_prior": None, "beat_grid": None, "gap_penalty": None, "cfg": None,
-                 "melody_steps": None, "sustain": None, "established_key": None, "default_length": False},
+                 "melody_steps": None, "sustain": None, "established_key": None, "balance": None,
+                 "default_length": False},
 }
 
 
@@ -194,6 +195,7 @@ class GenerateOptions:
     melody_steps: float | None = None  # short notes drawn to a scale step from their previous top note
     sustain: float | None = None  # durations under a beat lose up to this much
     established_key: float | None = None  # no key given: tones outside the key the notes establish lose this
+    balance: float | None = None  # two or more instruments asked for: each drawn toward a fair share of the notes
     default_length: bool = True  # without `seconds`, a piece of the length the prompt implies (steering.py)
 
     def with_preset(self) -> GenerateOptions:
@@ -316,9 +318,10 @@ class _Plan:
     length: dict = field(default_factory=dict)
 
 
-def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | None,
-                  meter: tuple[int, int] | None) -> tuple[SteeringConfig, str]:
-    """The request's steering and a note on it: a given piece's own tempo and meter set the grid. On vLLM the
+def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | None, meter: tuple[int, int] | None,
+                  instruments: Sequence[int] | None = None) -> tuple[SteeringConfig, str]:
+    """The request's steering and a note on it: a given piece's own tempo and meter set the grid; `instruments`
+    are the asked-for ones (the instrument balance's). On vLLM the
     biases run in its logits processor (`backends/vllm.py`); guidance cannot, and is refused there."""
     if req.given is not None:
         ts = req.given.time_signature
@@ -327,7 +330,8 @@ def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | No
                                key_strength=options.key_prior, grid_strength=options.beat_grid,
                                gap_strength=options.gap_penalty, max_gap_beats=options.max_gap_beats,
                                cfg_scale=options.cfg, step_strength=options.melody_steps,
-                               sustain_strength=options.sustain, established_strength=options.established_key)
+                               sustain_strength=options.sustain, established_strength=options.established_key,
+                               balance_strength=options.balance, instruments=instruments)
     if steering.cfg_scale != 1.0 and getattr(model, "backend", "transformers") == "vllm":
         raise ValueError(f"cfg {steering.cfg_scale:g}: classifier-free guidance needs the transformers or llamacpp "
                          "backend (it runs an unconditioned second pass per sample, which vLLM's logits processors "
@@ -360,7 +364,7 @@ def _plan(model, req: Request) -> _Plan:
     choice = choose_instruments(controls, options)
     grammar = GrammarConfig.make(choice.grammar_list, max_notes_per_onset=options.max_notes_per_onset)
     bpm, meter = options.bpm or controls.bpm, options.time_signature or controls.time_signature
-    steering, steering_note = plan_steering(model, req, options, bpm, meter)
+    steering, steering_note = plan_steering(model, req, options, bpm, meter, choice.allowed)
     processors = list(req.processors)
     uncond_caption = req.uncond_caption
     if steering.active:

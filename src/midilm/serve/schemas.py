@@ -112,6 +112,10 @@ def request_models(limits: Limits) -> dict[str, type[BaseModel]]:
         sustain: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
                                       description="durations under a beat lose up to this much, the shorter the "
                                                   "more")
+        balance: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                      description="with two or more instruments asked for: each is drawn toward "
+                                                  "a fair share of the recent notes (drums count double), up to "
+                                                  "this much either way")
         established_key: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
                                               description="with no key given: once the piece has established one "
                                                           "(from its notes so far), tones outside it lose this "

@@ -61,7 +61,7 @@ def options_for(body: Any, seconds: float | None) -> Any:
 def steering_options(body: Any) -> dict:
     """The steering fields of a request body (/v1/continue's has none: its defaults then apply)."""
     names = ("steer", "key", "key_prior", "beat_grid", "gap_penalty", "max_gap_beats", "cfg", "melody_steps",
-             "sustain", "established_key")
+             "sustain", "established_key", "balance")
     return {k: getattr(body, k) for k in names if hasattr(body, k)}
 
 

@@ -4,7 +4,8 @@
 
 The shipped model on the transformers backend, one prompt, the same seed for every run, through the one
 engine (`engine.run_rows`) with the steering processor `midilm generate` installs. Each control runs
-alone (melodic steps also on the key prior they sit on; the established key, which only runs without a
+alone (melodic steps also on the key prior they sit on; the instrument balance with three instruments asked
+for; the established key, which only runs without a
 key, alone and in the default for the same prompt with its key left out), then all the biases together (the
 default), then CFG (scale 1.5) alone and with the biases; CFG adds the unconditioned prompt as a second row of
 the batch.
@@ -44,8 +45,10 @@ def main() -> None:
     from midilm.generate.steering import (
         KeyTracker,
         SteeringConfig,
+        balance_bias,
         cfg_mix,
         derive_steering,
+        instrument_counts,
         melody_context,
         steer_logits,
         steering_processor,
@@ -62,6 +65,7 @@ def main() -> None:
     ap.add_argument("--steps", type=float, default=3.0, help="melodic-steps strength of its own rows")
     ap.add_argument("--sustain", type=float, default=1.0, help="sustain strength of its own row")
     ap.add_argument("--established", type=float, default=3.0, help="established-key strength of its own rows")
+    ap.add_argument("--balance", type=float, default=4.0, help="instrument-balance strength of its own row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     m = load_text_to_midi(args.model)
@@ -85,6 +89,8 @@ def main() -> None:
         (f"established key ({args.established:g}) alone", SteeringConfig(established_strength=args.established)),
         (f"the default without a key (grid + gap + established key {args.established:g})",
          derive_steering("A calm piano piece at 80 bpm.", bpm=80, established_strength=args.established)),
+        (f"instrument balance ({args.balance:g}) alone, piano + bass + drums asked for",
+         SteeringConfig(balance_strength=args.balance, instruments=(0, 33, 128))),
         ("CFG 1.5 alone", SteeringConfig(cfg_scale=1.5)),
         ("default + CFG 1.5", SteeringConfig(**{**full.__dict__, "cfg_scale": 1.5})),
     ]
@@ -144,7 +150,13 @@ def main() -> None:
         key = tracker.update(view[: 3 * (k % 1000 + 1) + 2])
         steer_logits(note_row, NOTE_OFFSET, 5000, established, established=key)
     running_us = (time.process_time() - t) / calls * 1e6
+    balance = SteeringConfig(balance_strength=4.0, instruments=(0, 33, 128))
+    t = time.process_time()
+    for _ in range(calls):
+        steer_logits(note_row, NOTE_OFFSET, 5000, balance, balance=balance_bias(instrument_counts(ids), balance))
+    balance_us = (time.process_time() - t) / calls * 1e6
     micro = [("key prior + melodic steps, note block (context from 1,000 events)", steps_us),
+             ("instrument balance: counts over the last 64 events + bias, note block", balance_us),
              ("sustain, duration block (999 ids)", sustain_us),
              ("established key: tracker over a 1,000-event history from scratch", history_us),
              ("established key: tracker (one new event) + scale prior, note block", running_us)]

@@ -883,3 +883,15 @@ def test_a_band_prompt_gets_every_asked_for_instrument_with_the_balance(model):
     # sit far from that: every asked-for part plays at least 5 % of the notes, none more than 70 %
     assert total > 50 and all(counts.get(p, 0) >= 0.05 * total for p in asked)
     assert max(counts.values()) <= 0.7 * total
+
+
+def test_the_balance_leaves_out_the_instrument_of_a_melody_to_accompany():
+    from midilm.codecs.amt.lines import as_controls
+    from midilm.generate.pipeline import InstrumentChoice, Request, balanced_instruments
+
+    violin, piano = 40, 0
+    melody = as_controls(_event(0, 50, violin, 76) + _event(50, 50, violin, 74))
+    choice = InstrumentChoice([piano, violin, DRUMS], [], "prompt")
+    assert balanced_instruments(choice, Request("x", controls=melody)) == [piano, DRUMS]
+    assert balanced_instruments(choice, Request("x")) == [piano, violin, DRUMS]
+    assert balanced_instruments(InstrumentChoice(None, [], "none"), Request("x")) is None

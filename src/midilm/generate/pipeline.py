@@ -30,7 +30,7 @@ from midilm.codecs.amt.decode import (
     notes_to_piece,
     parse_events,
 )
-from midilm.codecs.amt.vocab import ANTICIPATE, CONTROL_OFFSET, MAX_TIME, TIME_RESOLUTION
+from midilm.codecs.amt.vocab import ANOTE_OFFSET, ANTICIPATE, CONTROL_OFFSET, MAX_PITCH, MAX_TIME, TIME_RESOLUTION
 from midilm.generate.grammar import GrammarConfig
 from midilm.generate.sampler import SamplingConfig, row_seeds
 from midilm.generate.schedule import Job, Sample, run_jobs
@@ -318,6 +318,15 @@ class _Plan:
     length: dict = field(default_factory=dict)
 
 
+def balanced_instruments(choice: InstrumentChoice, req: Request) -> list[int] | None:
+    """The instruments the instrument balance shares the notes among: the asked-for ones, less any that the
+    given melody plays (accompaniment must not be pushed to double it)."""
+    if choice.allowed is None:
+        return None
+    given = {(t - ANOTE_OFFSET) // MAX_PITCH for t in req.controls[2::3] if t >= ANOTE_OFFSET}
+    return [p for p in choice.allowed if p not in given]
+
+
 def plan_steering(model, req: Request, options: GenerateOptions, bpm: float | None, meter: tuple[int, int] | None,
                   instruments: Sequence[int] | None = None) -> tuple[SteeringConfig, str]:
     """The request's steering and a note on it: a given piece's own tempo and meter set the grid; `instruments`
@@ -364,7 +373,7 @@ def _plan(model, req: Request) -> _Plan:
     choice = choose_instruments(controls, options)
     grammar = GrammarConfig.make(choice.grammar_list, max_notes_per_onset=options.max_notes_per_onset)
     bpm, meter = options.bpm or controls.bpm, options.time_signature or controls.time_signature
-    steering, steering_note = plan_steering(model, req, options, bpm, meter, choice.allowed)
+    steering, steering_note = plan_steering(model, req, options, bpm, meter, balanced_instruments(choice, req))
     processors = list(req.processors)
     uncond_caption = req.uncond_caption
     if steering.active:

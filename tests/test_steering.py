@@ -642,7 +642,8 @@ def test_cli_steering_options(tmp_path):
     import sys
 
     out = tmp_path / "a.mid"
-    r = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "a waltz in A minor", "-o", str(out),
+    r = subprocess.run([sys.executable, "-m", "midilm.cli", "generate", "a waltz in A minor for piano and cello", "-o",
+                        str(out),
                         "--seed", "1", "--max-tokens", "45", "--key", "Eb major", "--beat-grid", "0", "--cfg", "1",
                         "--melody-steps", "0", "--sustain", "2.5", "--balance", "2"],
                        capture_output=True, text=True, timeout=300)
@@ -662,7 +663,8 @@ def test_server_takes_the_steering_fields(serve_url):
 
     with httpx.Client(base_url=serve_url, timeout=120) as c:
         body = {"prompt": "a cheerful piano tune", "max_tokens": 45, "seconds": 10, "seed": 2, "steer": False,
-                "key": "Eb major", "key_prior": 100, "melody_steps": 2, "sustain": 0.5, "balance": 1.5}
+                "key": "Eb major", "key_prior": 100, "melody_steps": 2, "sustain": 0.5, "balance": 1.5,
+                "instruments": ["piano", "cello"]}
         r = c.post("/v1/generate", json=body)
         assert r.status_code == 200, r.text
         sample = r.json()["samples"][0]
@@ -866,7 +868,8 @@ def test_derive_steering_takes_the_asked_for_instruments_and_the_cli_its_strengt
     assert config.balance_on and config.describe()["instruments"] == [_BASS, DRUMS]
     assert not derive_steering("a rock song", steer=False, instruments=[DRUMS, _BASS]).balance_on
     assert derive_steering("a rock song", instruments=[DRUMS, _BASS]).balance_strength == 4.0  # on by default
-    assert not derive_steering("a piano piece", instruments=[_PIANO]).balance_on  # one instrument: nothing to balance
+    one = derive_steering("a piano piece", instruments=[_PIANO])
+    assert not one.balance_on and one.balance_strength == 0.0  # one instrument: nothing to balance, shown as off
 
 
 @needs_model

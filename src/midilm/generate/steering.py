@@ -337,7 +337,8 @@ def derive_steering(prompt: str, *, key: str | None = None, bpm: float | None = 
         step_strength=pick(step_strength, DEFAULT_STEP_STRENGTH) if found is not None else 0.0,
         sustain_strength=pick(sustain_strength, DEFAULT_SUSTAIN_STRENGTH),
         established_strength=pick(established_strength, DEFAULT_ESTABLISHED_STRENGTH) if found is None else 0.0,
-        balance_strength=pick(balance_strength, DEFAULT_BALANCE_STRENGTH),
+        # one instrument or none asked for: nothing to balance, and the notice and sidecar say it is off
+        balance_strength=pick(balance_strength, DEFAULT_BALANCE_STRENGTH) if len(set(instruments or ())) >= 2 else 0.0,
         instruments=tuple(instruments) if instruments else None,
     )
 

@@ -354,7 +354,7 @@ def test_engine_rows_reach_vllm_as_one_call_with_their_settings(model, monkeypat
 # --- steering: the engine's biases, applied by the vLLM processor -----------------------------------------
 
 STEER = SteeringConfig(key=(2, "major"), key_strength=6.0, bpm=100.0, meter=(3, 4), grid_strength=6.0,
-                       gap_strength=8.0, max_gap_beats=0.5)
+                       gap_strength=8.0, max_gap_beats=0.5, balance_strength=4.0, instruments=(0, 40))
 
 
 @needs_model

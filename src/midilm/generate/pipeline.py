@@ -30,7 +30,8 @@ from midilm.codecs.amt.decode import (
     notes_to_piece,
     parse_events,
 )
-from midilm.codecs.amt.vocab import ANOTE_OFFSET, ANTICIPATE, CONTROL_OFFSET, MAX_PITCH, MAX_TIME, TIME_RESOLUTION
+from midilm.codecs.amt.lines import instruments_of
+from midilm.codecs.amt.vocab import ANTICIPATE, CONTROL_OFFSET, MAX_TIME, TIME_RESOLUTION
 from midilm.generate.grammar import GrammarConfig
 from midilm.generate.sampler import SamplingConfig, row_seeds
 from midilm.generate.schedule import Job, Sample, run_jobs
@@ -323,7 +324,7 @@ def balanced_instruments(choice: InstrumentChoice, req: Request) -> list[int] | 
     given melody plays (accompaniment must not be pushed to double it)."""
     if choice.allowed is None:
         return None
-    given = {(t - ANOTE_OFFSET) // MAX_PITCH for t in req.controls[2::3] if t >= ANOTE_OFFSET}
+    given = set(instruments_of(req.controls)) if req.controls else set()
     return [p for p in choice.allowed if p not in given]
 
 

@@ -40,12 +40,29 @@ MAX_TOP_PITCH = 0.30  # share of top-voice notes on its most common pitch
 MIN_TOP_NOTES = 8
 
 
+def caption_naming(analysis: dict, rng: random.Random, tries: int, name_key: bool) -> str | None:
+    """A caption by the SFT's own writer (`midilm.train.t2m.make_caption`) that names the analysis's key
+    (`name_key`) or names no key, drawn up to `tries` times; None when no draw does."""
+    from midilm.generate.steering import key_in_text
+    from midilm.train.t2m import SkipExample, make_caption
+
+    target = key_in_text(analysis["key"])
+    for _ in range(tries):
+        try:
+            caption = make_caption(analysis, rng)
+        except SkipExample:
+            continue
+        named = key_in_text(caption)
+        if (named == target) if name_key else named is None:
+            return caption
+    return None
+
+
 def make_prompts(data: str, keyed: int, free: int, seed: int, tries: int = 12) -> list[dict]:
     """`keyed` prompts whose caption names the (transposed) piece's key and `free` whose caption names none,
     from training pieces that have a key; captions by the SFT's own writer (`midilm.train.t2m.make_caption`)."""
-    from midilm.generate.steering import key_in_text
     from midilm.train import augment as A
-    from midilm.train.t2m import SkipExample, load_pieces, make_caption
+    from midilm.train.t2m import load_pieces
 
     rng = random.Random(seed)
     pieces = [p for p in load_pieces(data, "train") if p.analysis.get("key")]
@@ -59,16 +76,8 @@ def make_prompts(data: str, keyed: int, free: int, seed: int, tries: int = 12) -
             piece, shift = pieces[index], rng.randint(-5, 6)
             analysis = A.transpose_analysis(dict(piece.analysis), shift)
             key = analysis["key"]
-            target = key_in_text(key)
-            for _ in range(tries):
-                try:
-                    caption = make_caption(analysis, rng)
-                except SkipExample:
-                    continue
-                named = key_in_text(caption)
-                if (named == target) if want_key else named is None:
-                    break
-            else:
+            caption = caption_naming(analysis, rng, tries, want_key)
+            if caption is None:
                 continue
             items.append({"id": f"{'k' if want_key else 'f'}{made:04d}-{piece.source}", "prompt": caption,
                           "key": key if want_key else None, "piece_key": key, "bpm": analysis.get("bpm"),
@@ -150,9 +159,8 @@ def transposed_rows(data: str, prompts: Path, kept: Path, per_row: int, seed: in
     (its notes transposed; a fresh caption of its training piece's analysis, transposed alike, that names the
     new key). The piece and shift come from `prompts` (`make_prompts` records them); the total shift from the
     piece stays within -5..+6 semitones, as in the SFT's augmentation."""
-    from midilm.generate.steering import key_in_text
     from midilm.train import augment as A
-    from midilm.train.t2m import SkipExample, load_pieces, make_caption
+    from midilm.train.t2m import load_pieces
 
     rng = random.Random(seed)
     pieces = [p for p in load_pieces(data, "train") if p.analysis.get("key")]
@@ -169,15 +177,8 @@ def transposed_rows(data: str, prompts: Path, kept: Path, per_row: int, seed: in
         moves = [t for t in range(-11, 12) if t and -5 <= shift + t <= 6]  # each other key once
         for t in rng.sample(moves, min(per_row, len(moves))):
             analysis = A.transpose_analysis(dict(piece.analysis), shift + t)
-            target = key_in_text(analysis["key"])
-            for _ in range(tries):
-                try:
-                    caption = make_caption(analysis, rng)
-                except SkipExample:
-                    continue
-                if key_in_text(caption) == target:
-                    break
-            else:
+            caption = caption_naming(analysis, rng, tries, True)
+            if caption is None:
                 continue
             rows.append({"id": f"{row['id']}{t:+d}", "caption": caption, "events": A.transpose_events(row["events"], t),
                          "named_key": True, "source": row.get("source"), "key": analysis["key"]})

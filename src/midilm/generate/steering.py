@@ -134,6 +134,11 @@ def key_in_text(prompt: str) -> tuple[int, str] | None:
     return (_PC[m.group(1)] + _ACCIDENTAL[(m.group(2) or "").lower()]) % 12, m.group(3).lower()
 
 
+def rename_key(prompt: str, new_key: str) -> str:
+    """The prompt with the first key it names (as `key_in_text` finds it) replaced by `new_key`."""
+    return _KEY_IN_TEXT.sub(lambda _: new_key, prompt, count=1)
+
+
 # Lead-sheet chord symbols as the captions write them (annotate/captions.chord_symbol): suffix -> intervals
 _CHORD_TONES = {
     "": (0, 4, 7), "m": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10), "dim": (0, 3, 6),

@@ -16,7 +16,8 @@
 # INIT, STAGE1, STAGE2, BATCH, LR, MAX_LEN, SAVE_STEPS, LOG_STEPS; P_SHORT and SHORT_LEN: the share of stage-2
 # examples cut to SHORT_LEN music ids, `T2MConfig.p_short`; DISTILL and P_DISTILL: a self-distillation set of
 # scripts/t2m_distill.py and the share of stage-2 examples drawn from it, `T2MConfig.distill`; P_KEY_START and
-# KEY_START_LEN: the share of stage-2 rows packed with short key-start examples, `T2MConfig.p_key_start`). It resumes from
+# KEY_START_LEN: the share of stage-2 rows packed with short key-start examples, `T2MConfig.p_key_start`;
+# KEY_START_UNNAMED: the share of those examples whose caption names no key, `T2MConfig.key_start_unnamed`). It resumes from
 # the last checkpoint in OUT_DIR when there is one, so the same command continues an interrupted run. Afterwards it
 # prints the validation loss of the result next to the shipped model's on the same packed validation rows (VALIDATE=0 skips that).
 set -euo pipefail
@@ -39,7 +40,7 @@ export HIDDEN=${HIDDEN:-256} LAYERS=${LAYERS:-4} HEADS=${HEADS:-4} KV_HEADS=${KV
 export INIT=${INIT:-structured} STAGE1=${STAGE1:-300} STAGE2=${STAGE2:-3000} BATCH=${BATCH:-32}
 export LR=${LR:-1e-3} MAX_LEN=${MAX_LEN:-1024} SAVE_STEPS=${SAVE_STEPS:-500} LOG_STEPS=${LOG_STEPS:-20}
 export P_SHORT=${P_SHORT:-0} SHORT_LEN=${SHORT_LEN:-240} DISTILL=${DISTILL:-} P_DISTILL=${P_DISTILL:-0}
-export P_KEY_START=${P_KEY_START:-0} KEY_START_LEN=${KEY_START_LEN:-96}
+export P_KEY_START=${P_KEY_START:-0} KEY_START_LEN=${KEY_START_LEN:-96} KEY_START_UNNAMED=${KEY_START_UNNAMED:-0}
 
 "$PY" - <<'EOF'
 """Train from the packed rows: a text-only Llama (random, BPE on the training captions) is expanded with
@@ -79,7 +80,8 @@ settings = dict(max_len=int(os.environ["MAX_LEN"]), stage1_steps=int(os.environ[
                 save_steps=int(os.environ["SAVE_STEPS"]), resume=True, p_short=float(os.environ["P_SHORT"]),
                 short_len=int(os.environ["SHORT_LEN"]), distill=os.environ["DISTILL"] or None,
                 p_distill=float(os.environ["P_DISTILL"]), p_key_start=float(os.environ["P_KEY_START"]),
-                key_start_len=int(os.environ["KEY_START_LEN"]))
+                key_start_len=int(os.environ["KEY_START_LEN"]),
+                key_start_unnamed=float(os.environ["KEY_START_UNNAMED"]))
 
 if init.startswith("warm:"):
     # continue a trained text-to-MIDI model (its tokenizer, sizes and rows) with stage 2 on this data

@@ -51,6 +51,38 @@ def test_a_key_start_example_names_its_transposed_key_and_holds_the_first_notes(
     assert len(shifts) >= 6  # many keys, so the key's name is what tells them apart
 
 
+def test_unnamed_key_start_examples_keep_the_piece_in_its_own_key_and_name_no_key():
+    tok = _tiny_tokenizer()
+    layout = MusicLayout(len(tok))
+    flag = layout.music_id(V.AUTOREGRESS)
+    # facts besides the key, so that the caption writer has captions that leave the key out
+    piece = _example_piece({"key": "D major", "bpm": 120.0, "instruments": ["piano"], "genre": "folk",
+                            "tune_type": "reel", "time_signature": "4/4"})
+    first = _pitches(piece.events[:12])
+    cfg = T2MConfig(data="", output="", max_len=1024, key_start_len=12, p_tempo=0.0, key_start_unnamed=0.5)
+    rng = random.Random(0)
+    named = unnamed = 0
+    for _ in range(60):
+        ids, _ = key_start_example([piece], layout, tok, cfg, rng)
+        k = ids.index(flag)
+        caption = tok.decode(ids[:k], skip_special_tokens=True)
+        pitches = _pitches([t - layout.music_offset for t in ids[k + 1 :]])
+        if "major" in caption or "minor" in caption:
+            named += 1
+            key = shift_key("D major", pitches[0] - first[0])
+            assert key in caption or spelled_key(key) in caption
+        else:
+            unnamed += 1
+            assert pitches == first  # no key named, so no transposition: the data's own key is the answer
+    assert 15 <= unnamed <= 45 and named + unnamed == 60
+    # off (the default), no draw is spent on the choice: the examples are the ones the recipe always made
+    a, b = random.Random(3), random.Random(3)
+    off = T2MConfig(data="", output="", max_len=1024, key_start_len=12, p_tempo=0.0)
+    explicit = T2MConfig(data="", output="", max_len=1024, key_start_len=12, p_tempo=0.0, key_start_unnamed=0.0)
+    assert [key_start_example([piece], layout, tok, off, a) for _ in range(5)] == \
+        [key_start_example([piece], layout, tok, explicit, b) for _ in range(5)]
+
+
 def test_key_start_examples_need_a_key():
     tok = _tiny_tokenizer()
     layout = MusicLayout(len(tok))

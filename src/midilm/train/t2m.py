@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -93,6 +94,10 @@ class T2MConfig:
     # whole and long positions keep being trained. Off by default; the stream is unchanged when off.
     p_key_start: float = 0.0
     key_start_len: int = 96
+    # The share of key-start examples whose caption names no key, with the piece left in its own key: without
+    # them the named examples' random keys also flatten what the model writes when the caption is silent on the
+    # key, where the data's common keys (G and D major for folk tunes) are the best guess.
+    key_start_unnamed: float = 0.0
     block_loss: bool = True
     bf16: bool | None = None  # None: on for a real LLM on a GPU with bf16, else off
     optim: str = "adamw_torch"  # any TrainingArguments optim; "sgd" has no optimizer state
@@ -276,18 +281,21 @@ def stage2_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2M
 
 
 KEY_CAPTION_TRIES = 16
+_NAMES_A_MODE = re.compile(r"\b(major|minor)\b", re.IGNORECASE)  # a caption naming no key names no mode
 
 
 def key_start_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: T2MConfig, rng: random.Random):
     """A short stage-2 example for the key: a piece with a key (from `pieces`) transposed by -5..+6 semitones, a
     caption drawn until it names the transposed key, and the first `cfg.key_start_len` music ids of the piece.
+    With chance `cfg.key_start_unnamed` the piece stays in its own key and the caption names no key instead.
     Tempo scaling as in `sft_example`; no instrument reassignment, anticipation or caption dropout (the
-    example is about the key a caption names)."""
+    example is about the key a caption names, or leaves unnamed)."""
     from midilm.annotate.captions import spelled_key
     from midilm.train import augment as A
 
     piece = rng.choice(pieces)
-    k = rng.randint(-5, 6)
+    named = cfg.key_start_unnamed <= 0 or rng.random() >= cfg.key_start_unnamed
+    k = rng.randint(-5, 6) if named else 0
     events, analysis = A.transpose_events(list(piece.events), k), A.transpose_analysis(dict(piece.analysis), k)
     if rng.random() < cfg.p_tempo:
         f = rng.uniform(0.8, 1.25)
@@ -298,10 +306,10 @@ def key_start_example(pieces: list[Piece], layout: MusicLayout, tokenizer, cfg: 
     names = (key, spelled_key(key))
     for _ in range(KEY_CAPTION_TRIES):
         caption = make_caption(analysis, rng)
-        if any(n in caption for n in names):
+        if any(n in caption for n in names) if named else not _NAMES_A_MODE.search(caption):
             break
     else:
-        raise SkipExample("no caption named the key")
+        raise SkipExample("no caption named the key" if named else "every caption named a key")
     prompt = tokenizer(layout.prompt_text(caption), add_special_tokens=True)["input_ids"]
     budget = min(cfg.key_start_len, cfg.max_len - len(prompt) - 1)
     music = _events_from(np.asarray(events, dtype=np.int64).reshape(-1, 3), 0, max(budget // 3, 1))

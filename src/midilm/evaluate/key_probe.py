@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from midilm.codecs.amt.vocab import DRUMS, DUR_OFFSET, MAX_DUR, MAX_PITCH, NOTE_OFFSET, TIME_OFFSET
-from midilm.generate.steering import SCALES, key_in_text, key_label, rename_key
+from midilm.evaluate.generation import in_scale_share
+from midilm.generate.steering import key_in_text, key_label, rename_key
 
 BLIND_IN_SCALE = 7 / 12
 
@@ -36,23 +37,21 @@ def key_probe(model, prompts: Iterable[str], progress: bool = False) -> dict:
     dur_lo, dur_hi = layout.music_id(DUR_OFFSET), layout.music_id(DUR_OFFSET + MAX_DUR)
     pitched = layout.music_id(NOTE_OFFSET) + torch.arange(DRUMS * MAX_PITCH)
     pitch_class = torch.arange(DRUMS * MAX_PITCH) % 12
-    pairs = [(p, shift) for p in keyed for shift in range(12)]
+    named = [(p, key_in_text(p)) for p in keyed]
+    pairs = [(p, ((tonic + shift) % 12, mode)) for p, (tonic, mode) in named for shift in range(12)]
     if progress:
         from tqdm import tqdm
 
         pairs = tqdm(pairs, desc="key probe", unit="prompt")
     mass = tonic_top = 0.0
     with torch.no_grad():
-        for prompt, shift in pairs:
-            tonic, mode = key_in_text(prompt)
-            key = ((tonic + shift) % 12, mode)
+        for prompt, key in pairs:
             ids = model.prompt_ids(rename_key(prompt, key_label(key))) + [layout.music_id(TIME_OFFSET)]
             logits = lm(torch.tensor([ids])).logits[0, -1]
             duration = dur_lo + int(torch.argmax(logits[dur_lo:dur_hi]))
             logits = lm(torch.tensor([ids + [duration]])).logits[0, -1]
             per_class = torch.zeros(12).index_add_(0, pitch_class, torch.softmax(logits[pitched], 0))
-            in_scale = [(c - key[0]) % 12 in SCALES[mode] for c in range(12)]
-            mass += float(per_class[torch.tensor(in_scale)].sum())
+            mass += in_scale_share(per_class.tolist(), key_label(key))
             tonic_top += int(torch.argmax(per_class)) == key[0]
     n = len(keyed) * 12
     return {"in_scale": mass / n, "tonic_top": tonic_top / n, "pairs": n, "prompts": len(keyed)}
